@@ -1,0 +1,159 @@
+"""Ray Tune callbacks on the driver: results into Parquet, and the live progress line."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+from pipelines.results import STATUS_ERROR, STATUS_FINISHED, STATUS_STOPPED, ResultsWriter
+
+
+class ResultsCallback(Callback):
+    """Feeds every report and every trial's end into a ResultsWriter."""
+
+    def __init__(self, writer: ResultsWriter):
+        self.writer = writer
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Tune keeps ``trials`` in creation order, which is the searcher's suggestion order.
+        index = next((i for i, t in enumerate(trials) if t is trial), len(trials))
+        self.writer.start_trial(trial.trial_id, index, trial.config)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if trial.trial_id not in self.writer.trials:
+            self.on_trial_start(iteration, trials, trial)
+        self.writer.add_result(trial.trial_id, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id not in self.writer.trials:
+            self.on_trial_start(iteration, trials, trial)
+        last = trial.last_result or {}
+        # A function trainable that returns marks its last result done; a trial the scheduler
+        # stopped never gets there.
+        finished = bool(last.get("done"))
+        self.writer.end_trial(
+            trial.trial_id,
+            STATUS_FINISHED if finished else STATUS_STOPPED,
+            checkpoint=_checkpoint_path(trial),
+            stopped_by=None if finished else "scheduler",
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id not in self.writer.trials:
+            self.on_trial_start(iteration, trials, trial)
+        self.writer.end_trial(trial.trial_id, STATUS_ERROR, error=_error_text(trial),
+                              checkpoint=_checkpoint_path(trial))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.writer.flush()
+
+
+def _checkpoint_path(trial: Any) -> str | None:
+    try:
+        checkpoint = trial.checkpoint
+    except Exception:
+        return None
+    return getattr(checkpoint, "path", None) if checkpoint is not None else None
+
+
+def _error_text(trial: Any) -> str:
+    try:
+        error = trial.get_error()
+    except Exception:
+        error = None
+    if error is None:
+        return "trial failed (no error recorded)"
+    # RayTaskError wraps the user's exception; its last line names the real cause.
+    cause = getattr(error, "cause", None) or error
+    text = f"{type(cause).__name__}: {cause}"
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(cause).__name__
+
+
+class ProgressCallback(Callback):
+    """A live line: trials done / running / total and the best score so far.
+
+    On a terminal the line is redrawn in place; in a log it is printed every ``log_every_s``.
+    """
+
+    def __init__(self, total: int, metric: str, mode: str, describe=None, stream=None,
+                 log_every_s: float = 10.0):
+        self.total = total
+        self.metric = metric
+        self.mode = mode
+        self.describe = describe or (lambda config: str(config))
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.log_every_s = log_every_s
+        self.done = self.errors = self.stopped = 0
+        self.best: float | None = None
+        self.best_config: dict | None = None
+        self.started = time.monotonic()
+        self._last_print = 0.0
+        self._width = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks into tuner.pkl; a stream does not pickle.
+        state = dict(self.__dict__)
+        state["stream"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.stream = sys.stderr
+
+    def _line(self, running: int) -> str:
+        elapsed = time.monotonic() - self.started
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        extra = f" ({self.describe(self.best_config)})" if self.best_config else ""
+        counts = f"{self.done}/{self.total} done, {running} running"
+        if self.stopped:
+            counts += f", {self.stopped} stopped early"
+        if self.errors:
+            counts += f", {self.errors} errors"
+        return f"[{elapsed:6.1f}s] {counts} | best {self.metric} {best}{extra}"
+
+    def _show(self, trials: list, force: bool = False) -> None:
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        line = self._line(running)
+        now = time.monotonic()
+        if self.tty:
+            pad = max(0, self._width - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self.stream.flush()
+            self._width = len(line)
+        elif force or now - self._last_print >= self.log_every_s:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self._last_print = now
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._show(trials)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value) and (
+            self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        ):
+            self.best, self.best_config = float(value), dict(trial.config)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        if not (trial.last_result or {}).get("done"):
+            self.stopped += 1
+        self._show(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.done += 1
+        self.errors += 1
+        self._show(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._show(trials, force=True)
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,140 @@
+"""The flags every pipeline shares, and the one-line-and-exit-2 rule for bad input.
+
+Everything here runs before Ray starts: a bad flag, space or dataset prints one line naming the
+problem on stderr and exits with code 2, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from datetime import datetime, timezone
+from typing import NoReturn
+
+from pipelines.searchers import ALGORITHMS
+
+SCHEDULERS = ("fifo", "asha")
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Bad input: its message is the one line the user sees."""
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line and exit 2 (before Ray starts, nothing written)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; the product promises one clear line."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _reduction_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 1:
+        raise argparse.ArgumentTypeError(f"must be greater than 1, got {value}")
+    return value
+
+
+def _name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must start with a letter or digit and hold only letters, digits, '.', '_', '-'"
+        )
+    return text
+
+
+def base_parser(prog: str, description: str, *, default_space: str) -> OneLineParser:
+    """The parser with every shared flag; a pipeline adds its own flags to it."""
+    parser = OneLineParser(prog=prog, description=description)
+    search = parser.add_argument_group("search")
+    search.add_argument("--algo", choices=ALGORITHMS, default="grid",
+                        help="search algorithm (default: grid)")
+    search.add_argument("--space", default=default_space,
+                        help=f"search-space module name or path/to/file.py (default: {default_space})")
+    search.add_argument("--num-samples", type=_positive_int, default=20,
+                        help="trials for --algo random and bayesopt (default: 20)")
+    search.add_argument("--seed", type=_non_negative_int, default=0,
+                        help="seed for sampling, splits and the searcher (default: 0)")
+    search.add_argument("--max-concurrent", type=_positive_int, default=None,
+                        help="cap on trials running at once (default: what the cluster's resources allow)")
+    search.add_argument("--bo-init", type=_positive_int, default=None,
+                        help="bayesopt: random points before the model takes over (default: by dimension)")
+    search.add_argument("--warm-start", default=None, metavar="TRIALS_PARQUET",
+                        help="bayesopt: seed the model with an earlier experiment's trials.parquet")
+    sched = parser.add_argument_group("early stopping")
+    sched.add_argument("--scheduler", choices=SCHEDULERS, default="fifo",
+                       help="fifo runs every trial to the end; asha stops poor ones early (default: fifo)")
+    sched.add_argument("--grace-period", type=_positive_int, default=1,
+                       help="asha: reports (epochs or fidelity levels) before a trial can be stopped (default: 1)")
+    sched.add_argument("--reduction-factor", type=_reduction_factor, default=2.0,
+                       help="asha: keep the top 1/factor at each rung (default: 2)")
+    sched.add_argument("--max-t", type=_positive_int, default=None,
+                       help="asha: the most reports a trial makes (default: the task's full budget)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default=None, help="dataset name or path (see the pipeline's help)")
+    out = parser.add_argument_group("output and cluster")
+    out.add_argument("--output", "--storage", dest="output", default="results",
+                     help="where experiments go: a directory or an object-store URI such as "
+                          "s3://bucket/prefix (default: ./results)")
+    out.add_argument("--name", type=_name, default=None,
+                     help="experiment name (default: <task>-<algo>-<UTC timestamp>)")
+    out.add_argument("--resume", action="store_true",
+                     help="continue the experiment --name from where it stopped")
+    out.add_argument("--address", default=None,
+                     help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
+    out.add_argument("--num-cpus", type=_positive_int, default=None,
+                     help="CPUs for a local Ray (default: all of this machine's)")
+    out.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress")
+    return parser
+
+
+def finish_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
+    """Cross-flag checks and defaults that argparse cannot express."""
+    if args.resume and not args.name:
+        fail("--resume needs --name of the experiment to continue")
+    if args.algo != "bayesopt":
+        if args.bo_init is not None:
+            fail("--bo-init applies only to --algo bayesopt")
+        if args.warm_start is not None:
+            fail("--warm-start applies only to --algo bayesopt")
+    if args.scheduler == "fifo" and args.max_t is not None:
+        fail("--max-t applies only to --scheduler asha")
+    if args.warm_start is not None and "://" not in args.warm_start and not os.path.isfile(args.warm_start):
+        fail(f"--warm-start file '{args.warm_start}' does not exist")
+    if args.address is None:
+        args.address = os.environ.get("RAY_ADDRESS") or None
+    if args.name is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        args.name = f"{task}-{args.algo}-{stamp}"
+    return args

@@ -1,0 +1,400 @@
+"""Run one experiment: validate, start or join Ray, tune, write results, score the best once.
+
+Every pipeline describes itself as a ``Task``; ``run`` does the rest in the same order for all:
+
+1. validate everything (space, algorithm, dataset, storage, flags) before Ray starts;
+2. start a local Ray (or join ``--address``) while the data loads;
+3. build the Tuner in one place from TuneConfig and RunConfig and run it, writing Parquet as
+   trials finish;
+4. refit or reload the best trial and score it once on the held-out test split;
+5. print a summary and write ``experiment.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pipelines import cli
+from pipelines.results import (
+    EXPERIMENT_FILE,
+    STATUS_ERROR,
+    STATUS_STOPPED,
+    MetricColumns,
+    ResultsWriter,
+    package_versions,
+    write_experiment_json,
+)
+from pipelines.storage import Storage, StorageError
+from search_spaces.loader import load_space
+from search_spaces.space import Space, SpaceError
+
+
+@dataclass
+class Task:
+    """What a pipeline contributes; the runner does the rest.
+
+    Parameters
+    ----------
+    name : str
+        Short task name (``svm``, ``finetune``).
+    metrics : MetricColumns
+        The searched metric, its mode, and the metric columns of the Parquet files.
+    check : callable(args) -> None
+        Cheap validation of the task's own flags and data before Ray starts; raises
+        ValueError with a one-line message.
+    load : callable(args) -> data
+        Loads the data (runs while Ray starts).
+    trainable : callable(args, data) -> (trainable, resources)
+        The Tune function trainable (already bound to its data) and per-trial resources.
+    max_t : callable(args) -> int
+        Reports a trial makes at full budget (the ASHA ``max_t`` default).
+    evaluate : callable(args, data, best_row) -> dict
+        Scores the best trial once on the held-out test split.
+    summary : callable(args, data, best_row, evaluation) -> list of str
+        Extra summary lines.
+    needs_dashboard : callable(args) -> bool
+        Whether a local Ray must start its dashboard (Ray Train inside Tune needs it).
+    reuse_actors : bool
+        Keep trial actors between trials (cheap trials pay Ray's actor start only once).
+    """
+
+    name: str
+    metrics: MetricColumns
+    check: Callable[[argparse.Namespace], None]
+    load: Callable[[argparse.Namespace], Any]
+    trainable: Callable[[argparse.Namespace, Any], tuple[Any, Any]]
+    max_t: Callable[[argparse.Namespace], int]
+    evaluate: Callable[[argparse.Namespace, Any, dict], dict]
+    summary: Callable[[argparse.Namespace, Any, dict, dict], list[str]] = lambda *a: []
+    needs_dashboard: Callable[[argparse.Namespace], bool] = lambda args: False
+    reuse_actors: bool = False
+    extra_info: Callable[[argparse.Namespace, Any], dict] = lambda args, data: {}
+    checkpoint_config: Any = None
+
+
+@dataclass
+class Prepared:
+    """Everything validated before Ray starts."""
+
+    args: argparse.Namespace
+    space: Space
+    storage: Storage
+    searcher: Any
+    num_trials: int
+    warm_start: list | None = None
+    flags: dict = field(default_factory=dict)
+
+
+def describe_config(config: Mapping[str, Any] | None) -> str:
+    if not config:
+        return ""
+    return " ".join(f"{k}={_short(v)}" for k, v in config.items())
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def config_from_row(row: Mapping[str, Any], space: Space) -> dict[str, Any]:
+    """The config of a trials.parquet row (``param_`` columns, nulls dropped)."""
+    raw = {name: row.get(f"param_{name}") for name in space.params}
+    return space.finalize({k: v for k, v in raw.items() if v is not None})
+
+
+def prepare(task: Task, args: argparse.Namespace) -> Prepared:
+    """Validate everything; on bad input print one line and exit 2 before Ray starts."""
+    flags = {k: v for k, v in vars(args).items()}
+    try:
+        space = load_space(args.space)
+    except SpaceError as exc:
+        cli.fail(str(exc))
+    try:
+        task.check(args)
+    except ValueError as exc:
+        cli.fail(str(exc))
+    try:
+        storage = Storage(args.output)
+        storage.check_writable()
+    except StorageError as exc:
+        cli.fail(str(exc))
+    exists = storage.exists(args.name, EXPERIMENT_FILE) if not storage.is_local else \
+        os.path.exists(storage.path(args.name))
+    if exists and not args.resume:
+        cli.fail(f"experiment '{args.name}' already exists in {storage.display}; "
+                 "choose another --name or add --resume")
+    if args.resume and not exists:
+        cli.fail(f"--resume: no experiment '{args.name}' in {storage.display}")
+    warm_start = None
+    if args.warm_start:
+        try:
+            from pipelines.searchers._bayesopt import warm_start_from_parquet
+
+            warm_start = warm_start_from_parquet(args.warm_start, space, task.metrics.metric)
+        except (SpaceError, ValueError, OSError) as exc:
+            cli.fail(f"--warm-start: {exc}")
+    from pipelines.searchers import make_searcher
+
+    try:
+        searcher, num_trials = make_searcher(
+            args.algo, space, metric=task.metrics.metric, mode=task.metrics.mode,
+            seed=args.seed, num_samples=args.num_samples, bo_init=args.bo_init,
+            warm_start=warm_start,
+        )
+    except SpaceError as exc:
+        cli.fail(f"space '{args.space}' cannot be used with --algo {args.algo}: {exc}")
+    if args.scheduler == "asha":
+        max_t = args.max_t or task.max_t(args)
+        if args.grace_period > max_t:
+            cli.fail(f"--grace-period ({args.grace_period}) exceeds --max-t ({max_t})")
+    return Prepared(args, space, storage, searcher, num_trials, warm_start, flags)
+
+
+def quiet_ray(verbose: bool) -> None:
+    """Ray is chatty by default; the product keeps its own short log unless --verbose."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Our Parquet files replace Tune's per-trial JSON/CSV/TensorBoard logs.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if not verbose:
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "100000")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+        warnings.filterwarnings("ignore")
+        for name in ("ray", "ray.tune", "ray.train", "ray.data", "ray.air"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def start_ray(args: argparse.Namespace, task: Task) -> None:
+    import ray
+
+    level = logging.INFO if args.verbose else logging.ERROR
+    if args.address:
+        ray.init(address=args.address, logging_level=level, log_to_driver=args.verbose)
+    else:
+        ray.init(num_cpus=args.num_cpus, include_dashboard=task.needs_dashboard(args),
+                 logging_level=level, log_to_driver=args.verbose)
+    if not args.verbose:
+        for name in ("ray", "ray.tune", "ray.train"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def build_scheduler(args: argparse.Namespace, task: Task):
+    if args.scheduler == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=args.max_t or task.max_t(args),
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+    )
+
+
+def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, progress):
+    """The one place the Tuner is built from TuneConfig and RunConfig."""
+    from ray import tune
+
+    args = prep.args
+    trainable, resources = task.trainable(args, data)
+    max_concurrent = args.max_concurrent or default_concurrency(resources)
+    trainable = tune.with_resources(trainable, resources)
+    from pipelines.callbacks import ResultsCallback
+
+    callbacks = [ResultsCallback(writer)] + ([progress] if progress is not None else [])
+    storage_path, storage_fs = prep.storage.tune_storage()
+    run_config = tune.RunConfig(
+        name=args.name,
+        storage_path=storage_path,
+        storage_filesystem=storage_fs,
+        callbacks=callbacks,
+        verbose=1 if args.verbose else 0,
+        checkpoint_config=task.checkpoint_config,
+        failure_config=tune.FailureConfig(max_failures=getattr(args, "max_failures", 0)),
+    )
+    if args.resume:
+        tuner = tune.Tuner.restore(
+            prep.storage.uri_of(args.name), trainable=trainable, resume_errored=True,
+            storage_filesystem=storage_fs,
+        )
+        # Restored Tuners keep their saved RunConfig; the callbacks must be this process's.
+        tuner._local_tuner._run_config.callbacks = callbacks
+        return tuner
+    tune_config = tune.TuneConfig(
+        metric=task.metrics.metric,
+        mode=task.metrics.mode,
+        search_alg=prep.searcher,
+        scheduler=build_scheduler(args, task),
+        num_samples=prep.num_trials,
+        # Also lets Tune keep that many trials pending: with a custom searcher it otherwise
+        # starts one trial at a time.
+        max_concurrent_trials=max_concurrent,
+        reuse_actors=task.reuse_actors,
+        trial_dirname_creator=lambda trial: trial.trial_id,
+    )
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def default_concurrency(resources: Any) -> int:
+    """How many trials of this size the cluster holds at once (at least 1)."""
+    import ray
+
+    if not isinstance(resources, Mapping):
+        bundles = getattr(resources, "bundles", None) or [{}]
+        need: dict[str, float] = {}
+        for bundle in bundles:
+            for key, value in bundle.items():
+                need[key] = need.get(key, 0.0) + value
+    else:
+        need = {k: float(v) for k, v in resources.items()}
+    have = ray.cluster_resources()
+    fits = [int(have.get(key, 0.0) // value) for key, value in need.items() if value > 0]
+    return max(1, min(fits) if fits else 1)
+
+
+def run(task: Task, args: argparse.Namespace) -> int:
+    """Run the experiment described by ``args``; returns the process exit code."""
+    started = time.time()
+    prep = prepare(task, args)
+    quiet_ray(args.verbose)
+    space, storage = prep.space, prep.storage
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    # Loading data overlaps Ray's start-up (seconds of process launches on a small machine).
+    loaded: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            loaded["data"] = task.load(args)
+        except BaseException as exc:  # re-raised on the main thread
+            loaded["error"] = exc
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    target = args.address or "a local Ray"
+    log(f"{task.name}: {prep.num_trials} trials ({args.algo}, {args.scheduler}) on {target}; "
+        f"results in {storage.uri_of(args.name)}")
+    start_ray(args, task)
+    loader.join()
+    if "error" in loaded:
+        import ray
+
+        ray.shutdown()
+        if isinstance(loaded["error"], ValueError):
+            cli.fail(str(loaded["error"]))
+        raise loaded["error"]
+    data = loaded["data"]
+
+    info: dict[str, Any] = {
+        "name": args.name,
+        "task": task.name,
+        "schema_version": 1,
+        "status": "running",
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+        "algorithm": args.algo,
+        "scheduler": args.scheduler,
+        "seed": args.seed,
+        "metrics": task.metrics.to_dict(),
+        "space": space.to_dict(),
+        "flags": {k: v for k, v in prep.flags.items()},
+        "argv": sys.argv[1:],
+        "packages": package_versions(),
+        **task.extra_info(args, data),
+    }
+    run_info = {"algorithm": args.algo, "scheduler": args.scheduler, "seed": args.seed}
+    writer = ResultsWriter(storage, args.name, space, task.metrics, run_info,
+                           metadata={"experiment": args.name, "task": task.name})
+    if args.resume:
+        reloaded = writer.load_journal()
+        log(f"resuming: {reloaded} finished trials kept from the earlier run")
+        try:
+            previous = json.loads(storage.read_bytes(f"{args.name}/{EXPERIMENT_FILE}"))
+            info["started"] = previous.get("started", info["started"])
+            info["resumed"] = datetime.now(timezone.utc).isoformat()
+        except Exception:
+            pass
+    write_experiment_json(storage, args.name, info)
+
+    from pipelines.callbacks import ProgressCallback
+
+    progress = ProgressCallback(prep.num_trials, task.metrics.metric, task.metrics.mode,
+                                describe=describe_config)
+    tuner = build_tuner(task, prep, data, writer, progress)
+    tune_started = time.time()
+    interrupted = False
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        writer.flush()
+    tune_seconds = time.time() - tune_started
+
+    rows = writer.finished_rows()
+    best = writer.best()
+    evaluation: dict[str, Any] = {}
+    if best is not None and not interrupted:
+        evaluation = task.evaluate(args, data, best)
+    import ray
+
+    ray.shutdown()
+
+    counts = {
+        "trials": len(rows),
+        "finished": sum(r["status"] == "finished" for r in rows),
+        "stopped_early": sum(r["status"] == STATUS_STOPPED for r in rows),
+        "errors": sum(r["status"] == STATUS_ERROR for r in rows),
+    }
+    info.update({
+        "status": "interrupted" if interrupted else "finished",
+        "finished": datetime.now(timezone.utc).isoformat(),
+        "wall_time_s": time.time() - started,
+        "tune_time_s": tune_seconds,
+        "counts": counts,
+        "best": None if best is None else {
+            "trial_id": best["trial_id"],
+            "config": config_from_row(best, space),
+            task.metrics.metric: best.get(task.metrics.metric),
+            **evaluation,
+        },
+    })
+    write_experiment_json(storage, args.name, info)
+
+    out = sys.stdout
+    metric = task.metrics.metric
+    print(f"trials       {counts['trials']} ({counts['finished']} finished, "
+          f"{counts['stopped_early']} stopped early, {counts['errors']} errors) "
+          f"in {time.time() - started:.1f} s", file=out)
+    if best is None:
+        first_error = next((r.get("error") for r in rows if r.get("error")), None)
+        print("best         none: no trial produced a score"
+              + (f" (first error: {first_error})" if first_error else ""), file=out)
+        print(f"results      {storage.uri_of(args.name)}", file=out)
+        return 1
+    print(f"best config  {describe_config(config_from_row(best, space))}", file=out)
+    print(f"{metric:<12} {best[metric]:.4f}", file=out)
+    for key, value in evaluation.items():
+        if isinstance(value, float) and key.startswith("test"):
+            print(f"{key:<12} {value:.4f}", file=out)
+    for line in task.summary(args, data, best, evaluation):
+        print(line, file=out)
+    print(f"results      {storage.uri_of(args.name)}/ (trials.parquet, epochs.parquet, "
+          f"experiment.json)", file=out)
+    if counts["errors"]:
+        first_error = next((r.get("error") for r in rows if r.get("error")), "")
+        print(f"warning      {counts['errors']} trials failed; first error: {first_error}",
+              file=sys.stderr)
+    return 130 if interrupted else 0

@@ -1,0 +1,117 @@
+"""``python -m pipelines.svm``: tune an SVM (kernel, C, gamma, degree) with Ray Tune.
+
+Default: the classic grid on scikit-learn's digits, 3-fold CV on a stratified train split, the
+best config refit and scored once on the held-out test split. ``--dataset`` also takes iris,
+wine, breast_cancer, or a CSV/Parquet file with ``--target COLUMN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines import cli
+from pipelines.results import MetricColumns
+from pipelines.runner import Task, config_from_row, run
+from search_spaces.loader import load_space
+
+METRICS = MetricColumns(
+    metric="cv_accuracy",
+    mode="max",
+    columns={
+        "cv_accuracy": pa.float64(),
+        "cv_accuracy_std": pa.float64(),
+        "fidelity": pa.float64(),
+        "fit_samples": pa.int64(),
+        "fit_seconds": pa.float64(),
+    },
+    step="fidelity",
+)
+
+
+def fidelities(args: argparse.Namespace) -> tuple[float, ...]:
+    """Fractions of each fold's train rows a trial climbs through.
+
+    FIFO fits once on all rows. ASHA climbs ``max_t`` rungs spaced by the reduction factor
+    (1/27, 1/9, 1/3, 1 with the defaults), as HalvingGridSearchCV grows ``n_samples``.
+    """
+    if args.scheduler != "asha":
+        return (1.0,)
+    rungs = args.max_t or 4
+    return tuple(float(args.reduction_factor) ** -(rungs - 1 - k) for k in range(rungs))
+
+
+def _check(args: argparse.Namespace) -> None:
+    from trainables.svm import check_dataset
+
+    check_dataset(args.dataset, args.target)
+
+
+def _load(args: argparse.Namespace):
+    from trainables.svm import load_data
+
+    return load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv, seed=args.seed)
+
+
+def _trainable(args: argparse.Namespace, data) -> tuple[Any, dict]:
+    from ray import tune
+
+    from pipelines.tune_adapter import report_each
+    from trainables.svm import svm_trial
+
+    return tune.with_parameters(report_each(svm_trial), data=data,
+                                fidelities=fidelities(args)), {"CPU": 1}
+
+
+def _evaluate(args: argparse.Namespace, data, best: dict) -> dict:
+    from trainables.svm import refit_and_test
+
+    return refit_and_test(config_from_row(best, load_space(args.space)), data)
+
+
+def _summary(args, data, best, evaluation) -> list[str]:
+    d = data.describe()
+    return [f"data         {d['name']}: {d['n_train']} train rows ({args.cv}-fold CV), "
+            f"{d['n_test']} held-out test rows, {d['n_features']} features, {d['n_classes']} classes"]
+
+
+TASK = Task(
+    name="svm",
+    metrics=METRICS,
+    check=_check,
+    load=_load,
+    trainable=_trainable,
+    max_t=lambda args: 4,
+    evaluate=_evaluate,
+    summary=_summary,
+    # Trials take a fraction of a second: paying one actor start per trial would dominate.
+    reuse_actors=True,
+    extra_info=lambda args, data: {"data": data.describe()},
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser("python -m pipelines.svm", __doc__.splitlines()[0], default_space="svm")
+    parser.add_argument("--target", default=None, help="label column of a CSV/Parquet --dataset")
+    parser.add_argument("--cv", type=int, default=3, help="CV folds on the train split (default: 3)")
+    parser.add_argument("--test-size", type=float, default=0.2,
+                        help="held-out test fraction (default: 0.2)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cv < 2:
+        cli.fail(f"--cv must be at least 2, got {args.cv}")
+    if not 0 < args.test_size < 1:
+        cli.fail(f"--test-size must be between 0 and 1, got {args.test_size}")
+    args = cli.finish_args(args, "svm")
+    return run(TASK, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

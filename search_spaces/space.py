@@ -1,0 +1,534 @@
+"""The declarative search-space language.
+
+A space is data: typed parameters, optional explicit grid values, and conditions that make a
+parameter active only when another (discrete) parameter takes given values. Reading a space
+module never starts Ray, touches a GPU or loads a dataset.
+
+One ``Space`` object serves every search algorithm:
+
+- ``Space.grid()``: every valid combination once; an inactive conditional parameter does not
+  multiply the grid (the classic SVM grid is 4 + 16 + 16 = 36 configs, not 48);
+- ``Space.sample(n, seed)``: seeded random configs that honor log scale and conditions;
+- ``Space.to_unit(config)`` / ``Space.from_unit(vector)``: the one continuous box (log params in
+  log space, ints and categoricals relaxed) that model-based searchers share.
+
+Example::
+
+    SPACE = Space(
+        kernel=Categorical(["linear", "rbf"]),
+        C=LogFloat(1e-2, 1e3, grid=[0.1, 1, 10]),
+        gamma=LogFloat(1e-4, 1e2, grid=[0.01, 0.1], when={"kernel": ["rbf"]}),
+    )
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Categorical",
+    "Fixed",
+    "Float",
+    "Int",
+    "LogFloat",
+    "Param",
+    "Space",
+    "SpaceError",
+]
+
+# Integers with at most this many values enumerate their whole range when no grid is given.
+MAX_IMPLICIT_INT_GRID = 32
+
+
+class SpaceError(ValueError):
+    """A malformed space or config. The message names the parameter and what is wrong."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+class Param:
+    """Base of all parameter types.
+
+    Parameters
+    ----------
+    grid : sequence, optional
+        Explicit values for ``--algo grid``.
+    when : mapping of str to sequence, optional
+        ``{"parent": [values...]}``: the parameter is active only when every named parent is
+        active and takes one of the listed values. Inactive parameters are left out of a config.
+    """
+
+    kind = "param"
+
+    def __init__(self, *, grid: Sequence[Any] | None = None, when: Mapping[str, Any] | None = None):
+        self.name = "?"  # set by Space
+        self.grid_values = None if grid is None else list(grid)
+        self.when: dict[str, list[Any]] = {}
+        for parent, values in (when or {}).items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+                values = [values]
+            self.when[parent] = list(values)
+
+    # --- contract used by Space -------------------------------------------------------------
+    def check(self) -> None:
+        """Raise SpaceError if the definition itself is malformed."""
+        if self.grid_values is not None:
+            if not self.grid_values:
+                raise self.error("grid is empty")
+            for value in self.grid_values:
+                self.check_value(value, what="grid value")
+
+    def check_value(self, value: Any, what: str = "value") -> None:
+        raise NotImplementedError
+
+    def grid(self) -> list[Any]:
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.kind}
+        out.update(self._fields())
+        if self.grid_values is not None:
+            out["grid"] = list(self.grid_values)
+        if self.when:
+            out["when"] = {k: list(v) for k, v in self.when.items()}
+        return out
+
+    def _fields(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def is_discrete(self) -> bool:
+        return False
+
+    def error(self, message: str) -> SpaceError:
+        return SpaceError(f"parameter '{self.name}': {message}")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "type")
+        return f"{type(self).__name__}({fields})"
+
+
+class Float(Param):
+    """A real number in [low, high]; ``log=True`` samples and models it on a log scale."""
+
+    kind = "float"
+
+    def __init__(self, low: float, high: float, *, log: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.low, self.high, self.log = low, high, bool(log)
+
+    def _fields(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "log": self.log}
+
+    def check(self) -> None:
+        if not (_is_number(self.low) and _is_number(self.high)):
+            raise self.error(f"low and high must be numbers, got {self.low!r} and {self.high!r}")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise self.error("low and high must be finite")
+        if self.low >= self.high:
+            raise self.error(f"low ({self.low}) must be less than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise self.error(f"a log range must be above zero, got low={self.low}")
+        super().check()
+
+    def check_value(self, value: Any, what: str = "value") -> None:
+        if not _is_number(value):
+            raise self.error(f"{what} {value!r} is not a number")
+        if not (self.low <= value <= self.high):
+            raise self.error(f"{what} {value!r} is outside [{self.low}, {self.high}]")
+
+    def grid(self) -> list[Any]:
+        if self.grid_values is None:
+            raise self.error("has no grid values; give grid=[...] to use it with --algo grid")
+        return [float(v) for v in self.grid_values]
+
+    def sample(self, rng: np.random.Generator) -> float:
+        if self.log:
+            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        return float(rng.uniform(self.low, self.high))
+
+    # The shared continuous box: [0, 1] maps linearly onto [low, high], in log space for log.
+    def to_unit(self, value: float) -> float:
+        lo, hi = self._bounds()
+        v = float(value)
+        if self.log:
+            v = math.log(v)
+        return (v - lo) / (hi - lo)
+
+    def from_unit(self, u: float) -> float:
+        lo, hi = self._bounds()
+        v = lo + min(max(float(u), 0.0), 1.0) * (hi - lo)
+        v = math.exp(v) if self.log else v
+        return min(max(v, self.low), self.high)
+
+    def _bounds(self) -> tuple[float, float]:
+        if self.log:
+            return math.log(self.low), math.log(self.high)
+        return float(self.low), float(self.high)
+
+
+class LogFloat(Float):
+    """Shorthand for ``Float(low, high, log=True)``."""
+
+    def __init__(self, low: float, high: float, **kwargs: Any):
+        super().__init__(low, high, log=True, **kwargs)
+
+
+class Int(Float):
+    """An integer in [low, high] (both inclusive); ``log=True`` for scale-like integers."""
+
+    kind = "int"
+
+    def check(self) -> None:
+        for bound in (self.low, self.high):
+            if not (_is_number(bound) and float(bound).is_integer()):
+                raise self.error(f"low and high must be integers, got {self.low!r} and {self.high!r}")
+        super().check()
+
+    def check_value(self, value: Any, what: str = "value") -> None:
+        super().check_value(value, what)
+        if not float(value).is_integer():
+            raise self.error(f"{what} {value!r} is not an integer")
+
+    @property
+    def is_discrete(self) -> bool:
+        return True
+
+    def grid(self) -> list[Any]:
+        if self.grid_values is not None:
+            return [int(v) for v in self.grid_values]
+        size = int(self.high) - int(self.low) + 1
+        if size > MAX_IMPLICIT_INT_GRID:
+            raise self.error(
+                f"has {size} values and no grid; give grid=[...] to use it with --algo grid"
+            )
+        return list(range(int(self.low), int(self.high) + 1))
+
+    def sample(self, rng: np.random.Generator) -> int:
+        return self.from_unit(rng.uniform(0.0, 1.0))
+
+    def _bounds(self) -> tuple[float, float]:
+        # Widen by half a step so each integer owns an equal share of the box (in log space
+        # for log ints), and rounding after the decode never leaves [low, high].
+        lo, hi = self.low - 0.4999, self.high + 0.4999
+        if self.log:
+            return math.log(max(lo, 1e-12)), math.log(hi)
+        return float(lo), float(hi)
+
+    def from_unit(self, u: float) -> int:
+        lo, hi = self._bounds()
+        v = lo + min(max(float(u), 0.0), 1.0) * (hi - lo)
+        v = math.exp(v) if self.log else v
+        return int(min(max(round(v), self.low), self.high))
+
+
+class Categorical(Param):
+    """One of a list of choices (strings, numbers, booleans or None)."""
+
+    kind = "categorical"
+
+    def __init__(self, choices: Sequence[Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.choices = list(choices) if isinstance(choices, Iterable) else choices
+
+    def _fields(self) -> dict[str, Any]:
+        return {"choices": list(self.choices)}
+
+    @property
+    def is_discrete(self) -> bool:
+        return True
+
+    def check(self) -> None:
+        if not isinstance(self.choices, list) or not self.choices:
+            raise self.error("choices must be a non-empty list")
+        if len(set(map(repr, self.choices))) != len(self.choices):
+            raise self.error(f"choices {self.choices!r} contain duplicates")
+        super().check()
+
+    def check_value(self, value: Any, what: str = "value") -> None:
+        if value not in self.choices:
+            raise self.error(f"{what} {value!r} is not one of {self.choices!r}")
+
+    def grid(self) -> list[Any]:
+        return list(self.grid_values if self.grid_values is not None else self.choices)
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+    def index(self, value: Any) -> int:
+        return self.choices.index(value)
+
+
+class Fixed(Param):
+    """A constant passed to every trial; searched by no algorithm."""
+
+    kind = "fixed"
+
+    def __init__(self, value: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.value = value
+
+    def _fields(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+    @property
+    def is_discrete(self) -> bool:
+        return True
+
+    def check(self) -> None:
+        if self.grid_values is not None:
+            raise self.error("a fixed parameter takes no grid")
+
+    def check_value(self, value: Any, what: str = "value") -> None:
+        if value != self.value:
+            raise self.error(f"{what} {value!r} differs from the fixed value {self.value!r}")
+
+    def grid(self) -> list[Any]:
+        return [self.value]
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.value
+
+
+class Space:
+    """An ordered set of named parameters.
+
+    Parameters
+    ----------
+    params : mapping of str to Param, optional
+        The parameters, in order; keyword arguments add more.
+    name : str
+        A short name for logs and ``experiment.json``.
+    """
+
+    def __init__(self, params: Mapping[str, Param] | None = None, *, name: str = "space",
+                 **kwargs: Param):
+        self.name = name
+        self.params: dict[str, Param] = {}
+        for key, param in list((params or {}).items()) + list(kwargs.items()):
+            if not isinstance(param, Param):
+                raise SpaceError(
+                    f"parameter '{key}': expected Float, LogFloat, Int, Categorical or Fixed, "
+                    f"got {type(param).__name__}"
+                )
+            param.name = key
+            self.params[key] = param
+        self._order: list[str] | None = None
+
+    # --- validation ------------------------------------------------------------------------
+    def validate(self) -> Space:
+        """Check every parameter and condition; raise SpaceError naming the first problem."""
+        if not self.params:
+            raise SpaceError("the space has no parameters")
+        for name, param in self.params.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise SpaceError(f"parameter name {name!r} must be a Python identifier")
+            param.check()
+        for name, param in self.params.items():
+            for parent, values in param.when.items():
+                if parent not in self.params:
+                    raise param.error(f"condition on unknown parameter '{parent}'")
+                if parent == name:
+                    raise param.error("a condition cannot refer to the parameter itself")
+                parent_param = self.params[parent]
+                if not parent_param.is_discrete:
+                    raise param.error(
+                        f"condition on '{parent}', which is continuous; conditions need a "
+                        "categorical, int or fixed parent"
+                    )
+                if not values:
+                    raise param.error(f"condition on '{parent}' lists no values")
+                for value in values:
+                    parent_param.check_value(value, what=f"condition value for '{parent}':")
+        self._order = self._topological_order()
+        return self
+
+    def _topological_order(self) -> list[str]:
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+        def visit(name: str) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise self.params[name].error("conditions form a cycle")
+            state[name] = 1
+            for parent in self.params[name].when:
+                visit(parent)
+            state[name] = 2
+            order.append(name)
+
+        for name in self.params:
+            visit(name)
+        return order
+
+    @property
+    def order(self) -> list[str]:
+        """Parameter names with every parent before its children."""
+        if self._order is None:
+            self.validate()
+        assert self._order is not None
+        return self._order
+
+    # --- conditions -------------------------------------------------------------------------
+    def is_active(self, name: str, config: Mapping[str, Any]) -> bool:
+        """Whether ``name`` is active given the (parent) values in ``config``."""
+        for parent, values in self.params[name].when.items():
+            if parent not in config or not self.is_active(parent, config):
+                return False
+            if config[parent] not in values:
+                return False
+        return True
+
+    def finalize(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Drop inactive parameters, add fixed ones, and cast to each parameter's type."""
+        out: dict[str, Any] = {}
+        for name in self.order:
+            if not self.is_active(name, out):
+                continue
+            param = self.params[name]
+            if isinstance(param, Fixed):
+                out[name] = param.value
+            elif name in config:
+                value = config[name]
+                if isinstance(param, Int):
+                    value = int(round(value))
+                elif isinstance(param, Float):
+                    value = float(value)
+                out[name] = value
+        return out
+
+    def check_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate a full config against the space; return it finalized."""
+        for key in config:
+            if key not in self.params:
+                raise SpaceError(f"parameter '{key}' is not in the space")
+        final = self.finalize(config)
+        for name, value in final.items():
+            self.params[name].check_value(value)
+        for name in self.order:
+            if self.is_active(name, final) and name not in final:
+                raise SpaceError(f"parameter '{name}': missing from the config")
+        return final
+
+    # --- algorithms -------------------------------------------------------------------------
+    def grid(self) -> list[dict[str, Any]]:
+        """Every valid combination of grid values once, in declaration order.
+
+        A conditional parameter branches only where it is active, so inactive parameters
+        never duplicate trials.
+        """
+        grids = {name: self.params[name].grid() for name in self.order}
+        configs: list[dict[str, Any]] = [{}]
+        # Expand in declaration order so the first parameter varies slowest (as in
+        # scikit-learn's ParameterGrid for a single dict) while parents still precede children.
+        for name in self._declaration_order_respecting_parents():
+            expanded = []
+            for partial in configs:
+                if self.is_active(name, partial):
+                    expanded.extend({**partial, name: value} for value in grids[name])
+                else:
+                    expanded.append(partial)
+            configs = expanded
+        return configs
+
+    def grid_size(self) -> int:
+        return len(self.grid())
+
+    def _declaration_order_respecting_parents(self) -> list[str]:
+        done: list[str] = []
+        remaining = list(self.params)
+        while remaining:
+            for name in remaining:
+                if all(parent in done for parent in self.params[name].when):
+                    done.append(name)
+                    remaining.remove(name)
+                    break
+        return done
+
+    def sample(self, n: int, seed: int | None = None) -> list[dict[str, Any]]:
+        """``n`` random configs; the same seed gives the same configs."""
+        rng = np.random.default_rng(seed)
+        return [self.sample_one(rng) for _ in range(n)]
+
+    def sample_one(self, rng: np.random.Generator) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        # Draw every parameter, active or not, so one config's conditions never shift the
+        # random stream of the next: changing one branch of a space keeps the others' draws.
+        for name in self.order:
+            value = self.params[name].sample(rng)
+            if self.is_active(name, config):
+                config[name] = value
+        return config
+
+    # --- the shared continuous box -------------------------------------------------------
+    def searchable(self) -> list[str]:
+        """Names of the parameters a model-based searcher varies (all but fixed ones)."""
+        return [n for n in self.order if not isinstance(self.params[n], Fixed)]
+
+    def to_unit(self, config: Mapping[str, Any]) -> dict[str, float]:
+        """Map a config into [0, 1] per searchable parameter (categoricals by index).
+
+        Inactive parameters map to the middle of their range.
+        """
+        out: dict[str, float] = {}
+        for name in self.searchable():
+            param = self.params[name]
+            if name not in config:
+                out[name] = 0.5
+            elif isinstance(param, Categorical):
+                k = len(param.choices)
+                out[name] = (param.index(config[name]) + 0.5) / k
+            else:
+                out[name] = param.to_unit(config[name])  # type: ignore[attr-defined]
+        return out
+
+    def from_unit(self, unit: Mapping[str, float]) -> dict[str, Any]:
+        """Inverse of ``to_unit``: decode, then drop inactive parameters."""
+        raw: dict[str, Any] = {}
+        for name in self.searchable():
+            param = self.params[name]
+            u = min(max(float(unit[name]), 0.0), 1.0)
+            if isinstance(param, Categorical):
+                k = len(param.choices)
+                raw[name] = param.choices[min(int(u * k), k - 1)]
+            else:
+                raw[name] = param.from_unit(u)  # type: ignore[attr-defined]
+        return self.finalize(raw)
+
+    # --- description ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": {n: p.to_dict() for n, p in self.params.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Space:
+        """Rebuild a space from ``to_dict()`` output (as stored in ``experiment.json``)."""
+        kinds = {"float": Float, "int": Int, "categorical": Categorical, "fixed": Fixed}
+        params: dict[str, Param] = {}
+        for name, spec in data["params"].items():
+            spec = dict(spec)
+            kind = spec.pop("type")
+            if kind not in kinds:
+                raise SpaceError(f"parameter '{name}': unknown type {kind!r}")
+            if kind in ("float", "int"):
+                params[name] = kinds[kind](spec.pop("low"), spec.pop("high"), **spec)
+            elif kind == "categorical":
+                params[name] = Categorical(spec.pop("choices"), **spec)
+            else:
+                params[name] = Fixed(spec.pop("value"), **spec)
+        return cls(params, name=data.get("name", "space")).validate()
+
+    def describe(self) -> str:
+        return ", ".join(f"{n}={p!r}" for n, p in self.params.items())
+
+    def __repr__(self) -> str:
+        return f"Space(name={self.name!r}, {self.describe()})"

@@ -1,0 +1,1 @@
+"""What one trial runs: plain functions of a config dict (no pipelines, no Tune machinery)."""

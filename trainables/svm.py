@@ -1,0 +1,223 @@
+"""scikit-learn SVM baselines: data with honest splits, a trial's CV score, and the final refit.
+
+A trial sees only the train split. Its score is k-fold cross-validation accuracy there
+(stratified folds fixed once per experiment, as GridSearchCV makes them). At the end the best
+config is refit on the whole train split and scored once on the held-out test split.
+
+For early stopping a trial can climb fidelity rungs: each fold's model is fit on a growing,
+stratified fraction of that fold's training rows (1/8, 1/4, 1/2, all), as scikit-learn's
+HalvingGridSearchCV grows ``n_samples``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+DEFAULT_FIDELITIES = (0.125, 0.25, 0.5, 1.0)
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message is one line naming the problem."""
+
+
+@dataclass
+class TabularData:
+    """Features and labels with a fixed held-out test split and fixed CV folds."""
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    feature_names: list[str] = field(default_factory=list)
+
+    @property
+    def n_classes(self) -> int:
+        return int(len(np.unique(self.y_train)))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n_train": int(len(self.y_train)),
+            "n_test": int(len(self.y_test)),
+            "n_features": int(self.X_train.shape[1]),
+            "n_classes": self.n_classes,
+            "cv_folds": len(self.folds),
+        }
+
+
+def check_dataset(dataset: str | None, target: str | None) -> None:
+    """Cheap validation before Ray starts: the name is known, or the file and column exist.
+
+    Raises
+    ------
+    DatasetError
+    """
+    if dataset is None or dataset in BUILTIN_DATASETS:
+        if target is not None:
+            raise DatasetError(f"--target applies only to a CSV or Parquet file, not to '{dataset or 'digits'}'")
+        return
+    if not (dataset.endswith((".csv", ".parquet", ".pq")) or os.path.sep in dataset):
+        raise DatasetError(
+            f"unknown dataset '{dataset}': use one of {', '.join(BUILTIN_DATASETS)} "
+            "or a path to a .csv or .parquet file"
+        )
+    if not os.path.isfile(dataset):
+        raise DatasetError(f"dataset file '{dataset}' does not exist")
+    if not dataset.endswith((".csv", ".parquet", ".pq")):
+        raise DatasetError(f"dataset file '{dataset}' must end in .csv or .parquet")
+    if target is None:
+        raise DatasetError(f"dataset file '{dataset}' needs --target COLUMN naming the label column")
+    columns = _file_columns(dataset)
+    if target not in columns:
+        raise DatasetError(f"--target column '{target}' is not in '{dataset}' (columns: {', '.join(columns[:20])})")
+
+
+def _file_columns(path: str) -> list[str]:
+    try:
+        if path.endswith(".csv"):
+            import pandas as pd
+
+            return list(pd.read_csv(path, nrows=0).columns)
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    except Exception as exc:
+        raise DatasetError(f"dataset file '{path}' cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def _load_xy(dataset: str | None, target: str | None) -> tuple[str, np.ndarray, np.ndarray, list[str]]:
+    if dataset is None or dataset in BUILTIN_DATASETS:
+        from sklearn import datasets
+
+        name = dataset or "digits"
+        bunch = getattr(datasets, f"load_{name}")()
+        names = list(getattr(bunch, "feature_names", [f"x{i}" for i in range(bunch.data.shape[1])]))
+        return name, np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target), names
+    import pandas as pd
+
+    frame = pd.read_csv(dataset) if dataset.endswith(".csv") else pd.read_parquet(dataset)
+    frame = frame.dropna(subset=[target])
+    y = frame.pop(target).to_numpy()
+    missing = [c for c in frame.columns if frame[c].isna().any()]
+    if missing:
+        raise DatasetError(f"dataset '{dataset}': feature column '{missing[0]}' has missing values")
+    # Text columns become one-hot indicators, as a user of pandas would expect.
+    frame = pd.get_dummies(frame, dtype=np.float64)
+    if frame.shape[1] == 0:
+        raise DatasetError(f"dataset '{dataset}' has no feature columns besides '{target}'")
+    return os.path.basename(dataset), frame.to_numpy(dtype=np.float64), y, list(frame.columns)
+
+
+def load_data(dataset: str | None = None, target: str | None = None, *, test_size: float = 0.2,
+              cv: int = 3, seed: int = 0) -> TabularData:
+    """Load a dataset, hold out a stratified test split, and fix the CV folds.
+
+    Parameters
+    ----------
+    dataset : str, optional
+        ``digits`` (default), ``iris``, ``wine``, ``breast_cancer``, or a CSV/Parquet path.
+    target : str, optional
+        The label column of a file.
+    test_size : float
+        Fraction held out for the one final test score.
+    cv : int
+        Number of stratified folds on the train split (unshuffled, as GridSearchCV's ``cv=k``).
+    seed : int
+        Seed of the train/test split.
+
+    Returns
+    -------
+    TabularData
+    """
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    check_dataset(dataset, target)
+    name, X, y, names = _load_xy(dataset, target)
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise DatasetError(f"dataset '{name}' has fewer than two classes in its target")
+    if counts.min() < cv + 1:
+        raise DatasetError(
+            f"dataset '{name}': class {classes[counts.argmin()]!r} has {counts.min()} rows, "
+            f"too few for a test split and {cv}-fold CV"
+        )
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_size, stratify=y, random_state=seed
+    )
+    folds = list(StratifiedKFold(n_splits=cv).split(X_train, y_train))
+    return TabularData(name, X_train, y_train, X_test, y_test, folds, names)
+
+
+def make_model(config: dict[str, Any]):
+    """A scaled SVC for one config; features are standardized inside each fit (no leakage)."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    params = {k: config[k] for k in ("kernel", "C", "gamma", "degree", "coef0", "class_weight",
+                                      "shrinking", "tol") if k in config}
+    return make_pipeline(StandardScaler(), SVC(**params))
+
+
+def _subsample(train_idx: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified subset of ``train_idx``, nested across growing fractions."""
+    if fraction >= 1.0:
+        return train_idx
+    rng = np.random.default_rng(seed)
+    keep = []
+    for cls in np.unique(y[train_idx]):
+        members = train_idx[y[train_idx] == cls]
+        # One permutation per class and fold: the 1/8 subset is inside the 1/4 one, and so on.
+        members = members[rng.permutation(len(members))]
+        keep.append(members[: max(1, int(round(fraction * len(members))))])
+    return np.sort(np.concatenate(keep))
+
+
+def cv_score(config: dict[str, Any], data: TabularData, fraction: float = 1.0) -> dict[str, float]:
+    """Mean and spread of fold accuracies for one config at one fidelity."""
+    scores, fit_seconds, n_fit = [], 0.0, 0
+    for k, (train_idx, val_idx) in enumerate(data.folds):
+        idx = _subsample(train_idx, data.y_train, fraction, seed=k)
+        model = make_model(config)
+        start = time.perf_counter()
+        model.fit(data.X_train[idx], data.y_train[idx])
+        fit_seconds += time.perf_counter() - start
+        n_fit += len(idx)
+        scores.append(float(model.score(data.X_train[val_idx], data.y_train[val_idx])))
+    return {
+        "cv_accuracy": float(np.mean(scores)),
+        "cv_accuracy_std": float(np.std(scores)),
+        "fit_seconds": fit_seconds,
+        "fit_samples": n_fit,
+    }
+
+
+def svm_trial(config: dict[str, Any], data: TabularData,
+              fidelities: Sequence[float] = (1.0,)) -> Iterator[dict[str, float]]:
+    """Yield one metrics dict per fidelity rung (a plain generator; no Ray needed).
+
+    Each dict has ``cv_accuracy``, ``cv_accuracy_std``, ``fit_seconds``, ``fit_samples`` (rows
+    fitted at this rung, all folds) and ``fidelity`` (the fraction of each fold's train rows).
+    """
+    for fraction in fidelities:
+        yield {**cv_score(config, data, fraction), "fidelity": float(fraction)}
+
+
+def refit_and_test(config: dict[str, Any], data: TabularData) -> dict[str, float]:
+    """Refit ``config`` on the whole train split and score it once on the test split."""
+    model = make_model(config)
+    start = time.perf_counter()
+    model.fit(data.X_train, data.y_train)
+    return {
+        "test_accuracy": float(model.score(data.X_test, data.y_test)),
+        "refit_seconds": time.perf_counter() - start,
+    }
