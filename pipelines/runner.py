@@ -271,7 +271,9 @@ def run(task: Task, args: argparse.Namespace) -> int:
     prep = prepare(task, args)
     quiet_ray(args.verbose)
     space, storage = prep.space, prep.storage
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
 
     # Loading data overlaps Ray's start-up (seconds of process launches on a small machine).
     loaded: dict[str, Any] = {}

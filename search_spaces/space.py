@@ -348,7 +348,12 @@ class Space:
                 if not values:
                     raise param.error(f"condition on '{parent}' lists no values")
                 for value in values:
-                    parent_param.check_value(value, what=f"condition value for '{parent}':")
+                    try:
+                        parent_param.check_value(value)
+                    except SpaceError:
+                        raise param.error(
+                            f"condition value {value!r} for '{parent}' is not one of its values"
+                        ) from None
         self._order = self._topological_order()
         return self
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.searchers._listed import ListedSearcher
 from search_spaces.space import Space
 
 ALGORITHMS = ("grid", "random", "bayesopt")
@@ -22,6 +21,10 @@ def make_searcher(algo: str, space: Space, *, metric: str, mode: str, seed: int 
 
     Raises SpaceError (via the space) when the space cannot serve the algorithm.
     """
+    # Imported here: Ray Tune's searcher module takes seconds to import, and bad input must
+    # be rejected before that.
+    from pipelines.searchers._listed import ListedSearcher
+
     if algo == "grid":
         configs = space.grid()
         return ListedSearcher(space, configs, metric=metric, mode=mode), len(configs)

@@ -1,0 +1,31 @@
+"""Small helpers shared by tests: run a pipeline as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(module: str, *args: str, cwd: str | None = None, env: dict | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m module args...`` with the repo importable; returns the finished process."""
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.pop("RAY_ADDRESS", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd or REPO, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def tiny_svm_space(path, grid=(0.1, 1.0, 10.0)) -> str:
+    """Write a 3-config linear-SVM space file; returns its path."""
+    path.write_text(
+        "from search_spaces.space import Categorical, LogFloat, Space\n"
+        f"SPACE = Space(kernel=Categorical(['linear']), C=LogFloat(0.01, 100, grid={list(grid)!r}))\n"
+    )
+    return str(path)

@@ -1,0 +1,66 @@
+"""Bad input: one clear line naming the problem, exit code 2, before Ray starts, nothing written."""
+
+import pytest
+
+from tests.helpers import run_module
+
+SPACES = {
+    "low_high": "SPACE = Space(C=Float(10, 1))",
+    "log_zero": "SPACE = Space(C=LogFloat(0, 1))",
+    "grid_out": "SPACE = Space(C=LogFloat(0.1, 10, grid=[1, 1000]))",
+    "bad_cond": "SPACE = Space(kernel=Categorical(['rbf']), g=LogFloat(0.1, 1, when={'kern': ['rbf']}))",
+    "no_grid": "SPACE = Space(lr=LogFloat(1e-4, 1e-1))",
+}
+
+
+CASES = {
+    "low>=high": (["--space", "{low_high}"], "parameter 'C': low (10) must be less than high (1)"),
+    "log<=0": (["--space", "{log_zero}"], "parameter 'C': a log range must be above zero"),
+    "grid outside": (["--space", "{grid_out}"], "parameter 'C': grid value 1000 is outside"),
+    "unknown condition": (["--space", "{bad_cond}"], "condition on unknown parameter 'kern'"),
+    "unknown module": (["--space", "no_such_space"], "unknown space 'no_such_space'"),
+    "missing file": (["--space", "{tmp}/nope.py"], "nope.py' does not exist"),
+    "bad algo": (["--algo", "annealing"], "argument --algo: invalid choice: 'annealing'"),
+    "bad num-samples": (["--num-samples", "0"], "argument --num-samples: must be at least 1"),
+    "unknown flag": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    "missing dataset": (["--dataset", "{tmp}/nope.csv", "--target", "y"], "dataset file"),
+    "unknown dataset": (["--dataset", "mnist-ish"], "unknown dataset 'mnist-ish'"),
+    "missing target column": (["--dataset", "{csv}", "--target", "label"],
+                              "--target column 'label' is not in"),
+    "csv without target": (["--dataset", "{csv}"], "needs --target COLUMN"),
+    "grid without values": (["--space", "{no_grid}"], "parameter 'lr': has no grid values"),
+    "bo flag without bo": (["--bo-init", "3"], "--bo-init applies only to --algo bayesopt"),
+    "resume without name": (["--resume"], "--resume needs --name"),
+    "bad cv": (["--cv", "1"], "--cv must be at least 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b,y\n1,2,0\n3,4,1\n")
+    paths = {"tmp": str(tmp_path), "csv": str(csv)}
+    for key, body in SPACES.items():
+        path = tmp_path / f"{key}.py"
+        path.write_text("from search_spaces.space import *\n" + body + "\n")
+        paths[key] = str(path)
+    args, expected = CASES[case]
+    out_dir = tmp_path / "out"
+    argv = [a.format(**paths) for a in args] + ["--output", str(out_dir)]
+    proc = run_module("pipelines.svm", *argv, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not out_dir.exists()  # nothing written
+    assert "Ray" not in proc.stdout + proc.stderr.replace(expected, "")
+
+
+def test_existing_experiment_is_not_overwritten(tmp_path):
+    (tmp_path / "out" / "exp1").mkdir(parents=True)
+    proc = run_module("pipelines.svm", "--output", str(tmp_path / "out"), "--name", "exp1", timeout=120)
+    assert proc.returncode == 2
+    assert "experiment 'exp1' already exists" in proc.stderr
+    assert list((tmp_path / "out" / "exp1").iterdir()) == []

@@ -1,0 +1,138 @@
+"""The declarative space language: grid expansion, seeded sampling, validation, the unit box."""
+
+import math
+
+import numpy as np
+import pytest
+
+from search_spaces import Categorical, Fixed, Float, Int, LogFloat, Space, SpaceError, load_space
+
+
+def test_classic_svm_grid_has_36_trials_without_duplicates():
+    space = load_space("svm")
+    grid = space.grid()
+    assert len(grid) == 4 + 16 + 16 == 36
+    # Inactive conditional params never appear, so no two trials are the same config.
+    assert len({tuple(sorted(c.items())) for c in grid}) == 36
+    linear = [c for c in grid if c["kernel"] == "linear"]
+    assert len(linear) == 4 and all("gamma" not in c and "degree" not in c for c in linear)
+    poly = [c for c in grid if c["kernel"] == "poly"]
+    assert len(poly) == 16 and all(c["degree"] == 3 for c in poly)
+    rbf = [c for c in grid if c["kernel"] == "rbf"]
+    assert len(rbf) == 16 and all("degree" not in c and "gamma" in c for c in rbf)
+    assert {c["C"] for c in grid} == {0.1, 1.0, 10.0, 100.0}
+
+
+def test_grid_order_puts_first_param_outermost():
+    grid = load_space("svm").grid()
+    assert [c["kernel"] for c in grid[:5]] == ["linear"] * 4 + ["poly"]
+    assert grid[4] == {"kernel": "poly", "C": 0.1, "gamma": 0.1, "degree": 3}
+
+
+def test_fine_grid_is_about_300():
+    assert load_space("svm_fine").grid_size() == 12 + 144 + 144
+
+
+def test_grid_needs_values_for_continuous_params():
+    space = Space(lr=LogFloat(1e-5, 1e-1)).validate()
+    with pytest.raises(SpaceError, match="'lr'.*no grid values"):
+        space.grid()
+
+
+def test_small_int_range_enumerates_and_fixed_passes_through():
+    space = Space(n=Int(1, 3), mode=Fixed("x")).validate()
+    assert space.grid() == [{"n": 1, "mode": "x"}, {"n": 2, "mode": "x"}, {"n": 3, "mode": "x"}]
+
+
+def test_random_sampling_is_seeded_and_honors_conditions():
+    space = load_space("svm")
+    a, b, c = space.sample(50, seed=7), space.sample(50, seed=7), space.sample(50, seed=8)
+    assert a == b
+    assert a != c
+    for config in a:
+        space.check_config(config)  # valid, and inactive params absent
+        assert ("gamma" in config) == (config["kernel"] in ("poly", "rbf"))
+        assert ("degree" in config) == (config["kernel"] == "poly")
+
+
+def test_random_sampling_is_log_uniform_for_log_params():
+    space = Space(C=LogFloat(1e-3, 1e3)).validate()
+    values = np.array([c["C"] for c in space.sample(4000, seed=0)])
+    # Log-uniform over six decades: each decade holds about a sixth of the draws.
+    decades = np.histogram(np.log10(values), bins=6, range=(-3, 3))[0] / len(values)
+    assert np.all(np.abs(decades - 1 / 6) < 0.03)
+    # A linear draw would put ~99.9% above 1; log-uniform puts half below 1.
+    assert 0.45 < np.mean(values < 1.0) < 0.55
+
+
+def test_int_sampling_covers_range_inclusively():
+    space = Space(n=Int(2, 5)).validate()
+    values = {c["n"] for c in space.sample(400, seed=1)}
+    assert values == {2, 3, 4, 5}
+    assert all(isinstance(v, int) for v in values)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"C": Float(10, 1)}, "parameter 'C': low \\(10\\) must be less than high \\(1\\)"),
+        ({"C": Float(1, 1)}, "parameter 'C': low"),
+        ({"C": LogFloat(0, 10)}, "parameter 'C': a log range must be above zero"),
+        ({"C": LogFloat(-1, 10)}, "parameter 'C': a log range must be above zero"),
+        ({"C": LogFloat(0.1, 10, grid=[0.1, 100])}, "parameter 'C': grid value 100 is outside"),
+        ({"k": Categorical(["a"]), "g": Float(0, 1, when={"kernel": ["rbf"]})},
+         "parameter 'g': condition on unknown parameter 'kernel'"),
+        ({"k": Categorical(["a", "b"]), "g": Float(0, 1, when={"k": ["c"]})},
+         "parameter 'g': condition value 'c' for 'k' is not one of"),
+        ({"x": Float(0, 1), "g": Float(0, 1, when={"x": [0.5]})}, "parameter 'g': condition on 'x', which is continuous"),
+        ({"k": Categorical([])}, "parameter 'k': choices must be a non-empty list"),
+        ({"n": Int(1.5, 3)}, "parameter 'n': low and high must be integers"),
+        ({"a": Categorical(["x"], when={"b": ["y"]}), "b": Categorical(["y"], when={"a": ["x"]})},
+         "conditions form a cycle"),
+    ],
+)
+def test_malformed_spaces_name_the_parameter(params, message):
+    with pytest.raises(SpaceError, match=message):
+        Space(params).validate()
+
+
+def test_unknown_space_module_and_file(tmp_path):
+    with pytest.raises(SpaceError, match="unknown space 'nope'"):
+        load_space("nope")
+    with pytest.raises(SpaceError, match="does not exist"):
+        load_space(str(tmp_path / "missing.py"))
+    empty = tmp_path / "empty.py"
+    empty.write_text("X = 1\n")
+    with pytest.raises(SpaceError, match="defines no SPACE"):
+        load_space(str(empty))
+
+
+def test_space_from_file(tmp_path):
+    path = tmp_path / "myspace.py"
+    path.write_text(
+        "from search_spaces.space import Space, Categorical, LogFloat\n"
+        "SPACE = Space(kernel=Categorical(['linear']), C=LogFloat(0.01, 10, grid=[0.1, 1]))\n"
+    )
+    assert load_space(str(path)).grid() == [{"kernel": "linear", "C": 0.1}, {"kernel": "linear", "C": 1.0}]
+
+
+def test_unit_box_round_trip_and_log_mapping():
+    space = load_space("svm")
+    for config in space.sample(30, seed=3):
+        back = space.from_unit(space.to_unit(config))
+        assert back.keys() == config.keys()
+        for key, value in config.items():
+            if isinstance(value, float):
+                assert math.isclose(back[key], value, rel_tol=1e-9)
+            else:
+                assert back[key] == value
+    # The middle of the box is the geometric middle of a log range.
+    mid = space.from_unit({"kernel": 0.9, "C": 0.5, "gamma": 0.5, "degree": 0.5})
+    assert math.isclose(mid["C"], math.sqrt(1e-2 * 1e3), rel_tol=1e-9)
+
+
+def test_space_dict_round_trip():
+    space = load_space("svm")
+    again = Space.from_dict(space.to_dict())
+    assert again.grid() == space.grid()
+    assert again.sample(5, seed=1) == space.sample(5, seed=1)
