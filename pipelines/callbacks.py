@@ -13,10 +13,14 @@ from pipelines.results import STATUS_ERROR, STATUS_FINISHED, STATUS_STOPPED, Res
 
 
 class ResultsCallback(Callback):
-    """Feeds every report and every trial's end into a ResultsWriter."""
+    """Feeds every report and every trial's end into a ResultsWriter.
 
-    def __init__(self, writer: ResultsWriter):
+    ``scheduler``, when given, is a RecordingASHA whose ``stopped_early`` names the trials it cut.
+    """
+
+    def __init__(self, writer: ResultsWriter, scheduler: Any = None):
         self.writer = writer
+        self.scheduler = scheduler
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Tune keeps ``trials`` in creation order, which is the searcher's suggestion order.
@@ -31,15 +35,12 @@ class ResultsCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id not in self.writer.trials:
             self.on_trial_start(iteration, trials, trial)
-        last = trial.last_result or {}
-        # A function trainable that returns marks its last result done; a trial the scheduler
-        # stopped never gets there.
-        finished = bool(last.get("done"))
+        cut = trial.trial_id in getattr(self.scheduler, "stopped_early", ())
         self.writer.end_trial(
             trial.trial_id,
-            STATUS_FINISHED if finished else STATUS_STOPPED,
+            STATUS_STOPPED if cut else STATUS_FINISHED,
             checkpoint=_checkpoint_path(trial),
-            stopped_by=None if finished else "scheduler",
+            stopped_by="scheduler" if cut else None,
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -89,6 +90,7 @@ class ProgressCallback(Callback):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.log_every_s = log_every_s
+        self.scheduler = None  # set by the runner when ASHA runs
         self.done = self.errors = self.stopped = 0
         self.best: float | None = None
         self.best_config: dict | None = None
@@ -143,7 +145,8 @@ class ProgressCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.done += 1
-        if not (trial.last_result or {}).get("done"):
+        if trial.trial_id in getattr(self.scheduler, "stopped_early", ()) or \
+                (trial.last_result or {}).get("stopped_by"):
             self.stopped += 1
         self._show(trials)
 

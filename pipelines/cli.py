@@ -97,8 +97,8 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
                        help="fifo runs every trial to the end; asha stops poor ones early (default: fifo)")
     sched.add_argument("--grace-period", type=_positive_int, default=1,
                        help="asha: reports (epochs or fidelity levels) before a trial can be stopped (default: 1)")
-    sched.add_argument("--reduction-factor", type=_reduction_factor, default=2.0,
-                       help="asha: keep the top 1/factor at each rung (default: 2)")
+    sched.add_argument("--reduction-factor", type=_reduction_factor, default=3.0,
+                       help="asha: keep the top 1/factor at each rung (default: 3, as HalvingGridSearchCV)")
     sched.add_argument("--max-t", type=_positive_int, default=None,
                        help="asha: the most reports a trial makes (default: the task's full budget)")
     data = parser.add_argument_group("data")

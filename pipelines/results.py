@@ -271,6 +271,9 @@ class ResultsWriter:
                   checkpoint: str | None = None, stopped_by: str | None = None) -> None:
         with self._lock:
             row = self.trials[trial_id]
+            # A trial that stopped itself (patience) reports why; it ended early, not failed.
+            if status == STATUS_FINISHED and (row.get("stopped_by") or stopped_by):
+                status = STATUS_STOPPED
             row["status"] = status
             row["end_time"] = time.time()
             row["wall_time_s"] = row["end_time"] - row["start_time"]

@@ -191,19 +191,6 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def build_scheduler(args: argparse.Namespace, task: Task):
-    if args.scheduler == "fifo":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=args.max_t or task.max_t(args),
-        grace_period=args.grace_period,
-        reduction_factor=args.reduction_factor,
-    )
-
-
 def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, progress):
     """The one place the Tuner is built from TuneConfig and RunConfig."""
     from ray import tune
@@ -214,7 +201,12 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     trainable = tune.with_resources(trainable, resources)
     from pipelines.callbacks import ResultsCallback
 
-    callbacks = [ResultsCallback(writer)] + ([progress] if progress is not None else [])
+    from pipelines.schedulers import build_scheduler
+
+    scheduler = build_scheduler(args, task.max_t(args))
+    if progress is not None:
+        progress.scheduler = scheduler
+    callbacks = [ResultsCallback(writer, scheduler)] + ([progress] if progress is not None else [])
     storage_path, storage_fs = prep.storage.tune_storage()
     run_config = tune.RunConfig(
         name=args.name,
@@ -237,7 +229,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         metric=task.metrics.metric,
         mode=task.metrics.mode,
         search_alg=prep.searcher,
-        scheduler=build_scheduler(args, task),
+        scheduler=scheduler,
         num_samples=prep.num_trials,
         # Also lets Tune keep that many trials pending: with a custom searcher it otherwise
         # starts one trial at a time.

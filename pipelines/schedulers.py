@@ -1,0 +1,37 @@
+"""Trial schedulers: FIFO (run every trial to the end) or ASHA (stop poor trials early)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+
+class RecordingASHA(ASHAScheduler):
+    """Ray's ASHAScheduler that remembers which trials it cut before their full budget.
+
+    ASHA also answers STOP when a trial reaches ``max_t``; only a STOP below ``max_t`` is an
+    early stop, and the results record it as ``status = stopped_early``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stopped_early: set[str] = set()
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
+            self.stopped_early.add(trial.trial_id)
+        return decision
+
+
+def build_scheduler(args: argparse.Namespace, max_t: int) -> RecordingASHA | None:
+    """None for ``--scheduler fifo`` (Tune's FIFO), else ASHA on the report count."""
+    if args.scheduler == "fifo":
+        return None
+    return RecordingASHA(
+        time_attr="training_iteration",
+        max_t=args.max_t or max_t,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+    )

@@ -1,0 +1,38 @@
+"""ASHA early stopping on SVM fidelity rungs, end to end on a local Ray."""
+
+import pandas as pd
+import pytest
+
+from pipelines.svm import build_parser, fidelities
+from tests.helpers import run_module
+
+pytestmark = pytest.mark.ray
+
+
+def test_fidelity_ladder_follows_reduction_factor():
+    args = build_parser().parse_args(["--scheduler", "asha"])
+    assert fidelities(args) == (1 / 27, 1 / 9, 1 / 3, 1.0)
+    args = build_parser().parse_args(["--scheduler", "asha", "--reduction-factor", "2", "--max-t", "3"])
+    assert fidelities(args) == (0.25, 0.5, 1.0)
+    assert fidelities(build_parser().parse_args([])) == (1.0,)
+
+
+def test_asha_stops_poor_trials_and_records_it(tmp_path):
+    proc = run_module("pipelines.svm", "--algo", "random", "--num-samples", "12", "--seed", "0",
+                      "--scheduler", "asha", "--output", str(tmp_path), "--name", "a",
+                      "--num-cpus", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = pd.read_parquet(tmp_path / "a" / "trials.parquet")
+    epochs = pd.read_parquet(tmp_path / "a" / "epochs.parquet")
+    assert len(trials) == 12
+    stopped = trials[trials["status"] == "stopped_early"]
+    finished = trials[trials["status"] == "finished"]
+    assert len(stopped) >= 3 and len(finished) >= 1
+    assert (stopped["stopped_by"] == "scheduler").all()
+    assert (stopped["fidelity"] < 1.0).all() and (finished["fidelity"] == 1.0).all()
+    # Each trial's epochs climb the ladder in order, one row per rung reached.
+    for _, group in epochs.groupby("trial_id"):
+        assert group.sort_values("iteration")["fidelity"].is_monotonic_increasing
+    assert epochs.groupby("trial_id").size().loc[stopped["trial_id"]].max() < 4
+    # The reported best comes from a trial that reached the full fidelity.
+    assert "stopped early" in proc.stdout
