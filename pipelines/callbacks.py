@@ -112,6 +112,8 @@ class ProgressCallback(Callback):
         elapsed = time.monotonic() - self.started
         best = "-" if self.best is None else f"{self.best:.4f}"
         extra = f" ({self.describe(self.best_config)})" if self.best_config else ""
+        if len(extra) > 90:  # a long config would wrap and break the in-place redraw
+            extra = extra[:86] + "...)"
         counts = f"{self.done}/{self.total} done, {running} running"
         if self.stopped:
             counts += f", {self.stopped} stopped early"

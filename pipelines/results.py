@@ -56,21 +56,26 @@ class MetricColumns:
         Every reported metric kept in the Parquet files, in column order.
     step : str
         The metric that counts fidelity (``fidelity`` for SVMs, ``epoch`` for fine-tuning).
+    select : str
+        How the best trial is chosen. ``last``: by the last report, among trials that reached
+        the highest fidelity (an SVM score on 1/9 of the rows is not comparable). ``best``: by
+        the best report over the trial (fine-tuning keeps the best epoch's weights).
     """
 
     metric: str
     mode: str
     columns: Mapping[str, pa.DataType]
     step: str
+    select: str = "last"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "mode": self.mode, "step": self.step,
+        return {"metric": self.metric, "mode": self.mode, "step": self.step, "select": self.select,
                 "columns": {k: str(v) for k, v in self.columns.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricColumns:
         columns = {k: pa.type_for_alias(v) for k, v in data["columns"].items()}
-        return cls(data["metric"], data["mode"], columns, data["step"])
+        return cls(data["metric"], data["mode"], columns, data["step"], data.get("select", "last"))
 
 
 def param_type(param: Any) -> pa.DataType:
@@ -344,19 +349,20 @@ class ResultsWriter:
                 self.storage.write_bytes(f"{self.experiment}/{JOURNAL_FILE}", f.read())
 
     def best(self) -> dict[str, Any] | None:
-        """The best trial: highest fidelity reached first, then the metric, then trial order.
+        """The best trial by the task's ``select`` rule; ties keep the earliest trial.
 
-        Ties keep the earliest trial, as scikit-learn's GridSearchCV does (``best_index_``).
+        The earliest wins a tie, as scikit-learn's GridSearchCV does (``best_index_``).
         """
+        key = self.metrics.metric if self.metrics.select == "last" else f"best_{self.metrics.metric}"
         rows = [r for r in self.finished_rows() if r["status"] != STATUS_ERROR
-                and r.get(self.metrics.metric) is not None
-                and not math.isnan(float(r[self.metrics.metric]))]
+                and r.get(key) is not None and not math.isnan(float(r[key]))]
         if not rows:
             return None
-        top_step = max(float(r.get(self.metrics.step) or 0) for r in rows)
-        full = [r for r in rows if float(r.get(self.metrics.step) or 0) >= top_step]
+        if self.metrics.select == "last":
+            top_step = max(float(r.get(self.metrics.step) or 0) for r in rows)
+            rows = [r for r in rows if float(r.get(self.metrics.step) or 0) >= top_step]
         sign = 1.0 if self.metrics.mode == "max" else -1.0
-        return max(full, key=lambda r: (sign * float(r[self.metrics.metric]), -r["trial_index"]))
+        return max(rows, key=lambda r: (sign * float(r[key]), -r["trial_index"]))
 
 
 def write_experiment_json(storage: Storage, experiment: str, info: Mapping[str, Any]) -> None:

@@ -80,7 +80,8 @@ class Task:
     needs_dashboard: Callable[[argparse.Namespace], bool] = lambda args: False
     reuse_actors: bool = False
     extra_info: Callable[[argparse.Namespace, Any], dict] = lambda args, data: {}
-    checkpoint_config: Any = None
+    checkpoint_config: Callable[[argparse.Namespace], Any] = lambda args: None
+    demand: Callable[[argparse.Namespace], dict] | None = None
 
 
 @dataclass
@@ -116,7 +117,7 @@ def config_from_row(row: Mapping[str, Any], space: Space) -> dict[str, Any]:
 
 def prepare(task: Task, args: argparse.Namespace) -> Prepared:
     """Validate everything; on bad input print one line and exit 2 before Ray starts."""
-    flags = {k: v for k, v in vars(args).items()}
+    flags = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     try:
         space = load_space(args.space)
     except SpaceError as exc:
@@ -197,10 +198,13 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
 
     args = prep.args
     trainable, resources = task.trainable(args, data)
-    max_concurrent = args.max_concurrent or default_concurrency(resources)
+    demand = task.demand(args) if task.demand is not None else resources
+    max_concurrent = args.max_concurrent or default_concurrency(demand)
+    writer.run_info["resources"] = " ".join(
+        f"{k.upper() if k in ('cpu', 'gpu') else k}={_short(float(v))}" for k, v in demand.items() if v
+    )
     trainable = tune.with_resources(trainable, resources)
     from pipelines.callbacks import ResultsCallback
-
     from pipelines.schedulers import build_scheduler
 
     scheduler = build_scheduler(args, task.max_t(args))
@@ -214,7 +218,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         storage_filesystem=storage_fs,
         callbacks=callbacks,
         verbose=1 if args.verbose else 0,
-        checkpoint_config=task.checkpoint_config,
+        checkpoint_config=task.checkpoint_config(args),
         failure_config=tune.FailureConfig(max_failures=getattr(args, "max_failures", 0)),
     )
     if args.resume:
@@ -252,6 +256,8 @@ def default_concurrency(resources: Any) -> int:
                 need[key] = need.get(key, 0.0) + value
     else:
         need = {k: float(v) for k, v in resources.items()}
+    # tune.with_resources takes "cpu"/"gpu" as well as Ray's "CPU"/"GPU".
+    need = {k.upper() if k in ("cpu", "gpu") else k: v for k, v in need.items()}
     have = ray.cluster_resources()
     fits = [int(have.get(key, 0.0) // value) for key, value in need.items() if value > 0]
     return max(1, min(fits) if fits else 1)
@@ -361,7 +367,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
         "best": None if best is None else {
             "trial_id": best["trial_id"],
             "config": config_from_row(best, space),
-            task.metrics.metric: best.get(task.metrics.metric),
+            task.metrics.metric: best.get(task.metrics.metric if task.metrics.select == "last"
+                                          else f"best_{task.metrics.metric}"),
             **evaluation,
         },
     })
@@ -379,7 +386,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
         print(f"results      {storage.uri_of(args.name)}", file=out)
         return 1
     print(f"best config  {describe_config(config_from_row(best, space))}", file=out)
-    print(f"{metric:<12} {best[metric]:.4f}", file=out)
+    key = metric if task.metrics.select == "last" else f"best_{metric}"
+    print(f"{metric:<12} {best[key]:.4f}", file=out)
     for key, value in evaluation.items():
         if isinstance(value, float) and key.startswith("test"):
             print(f"{key:<12} {value:.4f}", file=out)

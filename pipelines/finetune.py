@@ -1,0 +1,216 @@
+"""``python -m pipelines.finetune``: tune Adam/AdamW fine-tuning of a pretrained image model.
+
+Offline default: ``small_cnn`` pretrained on digits 0-4 (cached after the first run) and
+fine-tuned on digits 5-9, with the small grid of ``search_spaces/adam_finetune.py``. Each trial
+reports every epoch and checkpoints into the experiment's storage; the best trial's best-epoch
+weights are scored once on the held-out test split, saved as ``best_model.pt``, and compared
+with a tuned SVM on the same data (flattened pixels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines import cli
+from pipelines.results import MetricColumns
+from pipelines.runner import Task, run
+from search_spaces.loader import load_space
+
+METRICS = MetricColumns(
+    metric="val_accuracy",
+    mode="max",
+    columns={
+        "epoch": pa.int64(),
+        "train_loss": pa.float64(),
+        "val_loss": pa.float64(),
+        "val_accuracy": pa.float64(),
+        "lr": pa.float64(),
+        "epoch_seconds": pa.float64(),
+        "samples_per_second": pa.float64(),
+    },
+    step="epoch",
+    select="best",
+)
+
+
+def _specs(args: argparse.Namespace):
+    """Resolve dataset and model (cheap: files are checked, nothing is loaded)."""
+    from trainables.image_data import resolve_dataset
+    from trainables.image_models import resolve_model
+
+    data_spec = resolve_dataset(args.dataset or "digits-transfer", args.data_root,
+                                split_seed=args.seed)
+    model_spec = resolve_model(args.model, args.weights, data_spec)
+    return data_spec, model_spec
+
+
+def _check(args: argparse.Namespace) -> None:
+    args._specs = _specs(args)  # DataError is a ValueError: one line, exit 2
+
+
+def _load(args: argparse.Namespace):
+    # Trials load the data themselves (on whatever node they land); the driver only needs the
+    # specs. Pretraining the offline backbone happens here, once, before trials race for it.
+    from trainables.image_models import build_from_spec
+
+    data_spec, model_spec = args._specs
+    build_from_spec(model_spec)
+    return {"data_spec": data_spec, "model_spec": model_spec}
+
+
+def _trainable(args: argparse.Namespace, data: dict) -> tuple[Any, Any]:
+    from pipelines.finetune_trial import make_trial
+
+    return make_trial(data["data_spec"], data["model_spec"], args.epochs,
+                      workers_per_trial=args.workers_per_trial,
+                      gpus_per_worker=args.gpus_per_worker,
+                      cpus_per_worker=args.cpus_per_worker,
+                      keep_checkpoints=args.keep_checkpoints)
+
+
+def _demand(args: argparse.Namespace) -> dict:
+    from pipelines.finetune_trial import trial_demand
+
+    return trial_demand(args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker)
+
+
+def _checkpoint_config(args: argparse.Namespace):
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=args.keep_checkpoints,
+                                 checkpoint_score_attribute="val_accuracy",
+                                 checkpoint_score_order="max")
+
+
+def _evaluate(args: argparse.Namespace, data: dict, best: dict) -> dict:
+    from pipelines.finetune_trial import evaluate_checkpoint, save_best_model
+
+    if not best.get("checkpoint"):
+        return {}
+    result = evaluate_checkpoint(best["checkpoint"], data["data_spec"], data["model_spec"])
+    storage = args._storage
+    with tempfile.TemporaryDirectory() as tmp:
+        local = save_best_model(best["checkpoint"], data["model_spec"], os.path.join(tmp, "best_model.pt"))
+        with open(local, "rb") as f:
+            storage.write_bytes(f"{args.name}/best_model.pt", f.read())
+    result["best_model"] = storage.uri_of(args.name, "best_model.pt")
+    if not args.no_baseline:
+        result.update(svm_baseline(data["data_spec"], seed=args.seed))
+    return result
+
+
+def svm_baseline(data_spec, seed: int = 0) -> dict:
+    """A tuned SVM on the same splits (flattened pixels): GridSearchCV over the classic grid.
+
+    Returns ``svm_test_accuracy``, ``svm_cv_accuracy``, ``svm_best_config``, ``svm_seconds``.
+    """
+    from sklearn.model_selection import GridSearchCV
+
+    from trainables.image_data import dataset_as_arrays
+    from trainables.svm import make_model
+
+    start = time.perf_counter()
+    X_train, y_train, X_test, y_test = dataset_as_arrays(data_spec, include_val=True, seed=seed)
+    grid = [{f"svc__{k}": [v] for k, v in c.items()} for c in load_space("svm").grid()
+            if c["kernel"] != "poly"]  # poly adds minutes on pixels and never wins there
+    search = GridSearchCV(make_model({}), grid, cv=3, n_jobs=-1).fit(X_train, y_train)
+    return {
+        "svm_test_accuracy": float(search.score(X_test, y_test)),
+        "svm_cv_accuracy": float(search.best_score_),
+        "svm_best_config": {k[5:]: v for k, v in search.best_params_.items()},
+        "svm_seconds": time.perf_counter() - start,
+    }
+
+
+def _summary(args, data, best, evaluation) -> list[str]:
+    lines = []
+    if "test_accuracy" in evaluation:
+        lines.append(f"best epoch   {evaluation.get('epoch')} of {best.get('iterations')} "
+                     f"(val_accuracy {best.get('best_val_accuracy', float('nan')):.4f})")
+    if "svm_test_accuracy" in evaluation:
+        lines.append(f"test accuracy side by side: fine-tuned {args.model} "
+                     f"{evaluation.get('test_accuracy', float('nan')):.4f} | tuned SVM baseline "
+                     f"{evaluation['svm_test_accuracy']:.4f} "
+                     f"({' '.join(f'{k}={v}' for k, v in evaluation['svm_best_config'].items())})")
+    if evaluation.get("best_model"):
+        lines.append(f"best model   {evaluation['best_model']}")
+    return lines
+
+
+def _extra_info(args: argparse.Namespace, data: dict) -> dict:
+    return {"data": data["data_spec"].to_dict(), "model": data["model_spec"].to_dict(),
+            "epochs": args.epochs, "workers_per_trial": args.workers_per_trial,
+            "gpus_per_worker": args.gpus_per_worker}
+
+
+TASK = Task(
+    name="finetune",
+    metrics=METRICS,
+    check=_check,
+    load=_load,
+    trainable=_trainable,
+    max_t=lambda args: args.epochs,
+    evaluate=_evaluate,
+    summary=_summary,
+    needs_dashboard=lambda args: args.workers_per_trial > 1,
+    extra_info=_extra_info,
+    checkpoint_config=_checkpoint_config,
+    demand=_demand,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.base_parser("python -m pipelines.finetune", __doc__.splitlines()[0],
+                             default_space="adam_finetune")
+    model = parser.add_argument_group("model and data")
+    model.add_argument("--model", default="small_cnn",
+                       help="small_cnn (offline default) or a torchvision model such as resnet18, "
+                            "mobilenet_v3_small")
+    model.add_argument("--weights", default=None,
+                       help="pretrained weights: a local file, 'pretrained' (TORCH_HOME cache, "
+                            "downloaded only when online) or 'none'")
+    model.add_argument("--data-root", default=None,
+                       help="where torchvision datasets live (MNIST, FashionMNIST, CIFAR10; default ./data)")
+    model.add_argument("--epochs", type=cli._positive_int, default=6, help="epochs per trial (default: 6)")
+    model.add_argument("--no-baseline", action="store_true", help="skip the SVM baseline")
+    res = parser.add_argument_group("resources")
+    res.add_argument("--workers-per-trial", type=cli._positive_int, default=1,
+                     help="data-parallel workers per trial; above 1 each trial is a Ray Train "
+                          "TorchTrainer with DDP (default: 1)")
+    res.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default: 0)")
+    res.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default: 1)")
+    res.add_argument("--keep-checkpoints", type=cli._positive_int, default=2,
+                     help="checkpoints kept per trial, best by val_accuracy (default: 2)")
+    res.add_argument("--max-failures", type=cli._non_negative_int, default=1,
+                     help="restarts of a failed trial from its last checkpoint (default: 1)")
+    parser.set_defaults(dataset=None)
+    parser._option_string_actions["--dataset"].help = (
+        "digits-transfer (offline default), MNIST, FashionMNIST, CIFAR10 (under --data-root), "
+        "or an ImageFolder directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
+        cli.fail("--gpus-per-worker must be >= 0 and --cpus-per-worker > 0")
+    args = cli.finish_args(args, "finetune")
+    from pipelines.storage import Storage, StorageError
+
+    try:
+        args._storage = Storage(args.output)
+    except StorageError as exc:
+        cli.fail(str(exc))
+    return run(TASK, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
