@@ -223,7 +223,9 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     )
     if args.resume:
         tuner = tune.Tuner.restore(
-            prep.storage.uri_of(args.name), trainable=trainable, resume_errored=True,
+            # storage: a path inside storage_fs (bucket/prefix/name), not an s3:// URI, which
+            # Tune would hand to that filesystem unparsed.
+            prep.storage.path(args.name), trainable=trainable, resume_errored=True,
             storage_filesystem=storage_fs,
         )
         # Restored Tuners keep their saved RunConfig; the callbacks must be this process's.
@@ -344,6 +346,9 @@ def run(task: Task, args: argparse.Namespace) -> int:
     tune_seconds = time.time() - tune_started
 
     rows = writer.finished_rows()
+    # Tune answers Ctrl-C by stopping cleanly and returning; fewer trials than planned means
+    # the user stopped it.
+    interrupted = interrupted or len(rows) < prep.num_trials
     best = writer.best()
     evaluation: dict[str, Any] = {}
     if best is not None and not interrupted:
@@ -399,4 +404,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         first_error = next((r.get("error") for r in rows if r.get("error")), "")
         print(f"warning      {counts['errors']} trials failed; first error: {first_error}",
               file=sys.stderr)
+    if interrupted:
+        print(f"interrupted  {len(rows)} of {prep.num_trials} trials ended; continue with "
+              f"--resume --name {args.name}", file=sys.stderr)
     return 130 if interrupted else 0

@@ -1,0 +1,343 @@
+"""The Bayesian-optimization Searcher, driven directly (plus one small real Ray Tune run)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.searchers._bayesopt import BayesOptSearcher, warm_start_from_parquet
+from search_spaces.space import Categorical, Fixed, Float, Int, LogFloat, Space, SpaceError
+from search_spaces.svm import SPACE as SVM_SPACE
+
+
+def mixed_space() -> Space:
+    return Space(
+        name="mixed",
+        lr=LogFloat(1e-6, 1.0),
+        layers=Int(1, 8),
+        units=Int(8, 1024, log=True),
+        optimizer=Categorical(["adam", "sgd"]),
+        momentum=Float(0.0, 0.99, when={"optimizer": ["sgd"]}),
+        epochs=Fixed(3),
+    )
+
+
+def objective(config: dict) -> float:
+    """Peaks at lr=1e-4, 4 layers, sgd with momentum 0.9; units barely matter."""
+    score = -(math.log10(config["lr"]) + 4) ** 2 - 0.1 * (config["layers"] - 4) ** 2
+    score -= 0.01 * abs(math.log2(config["units"]) - 7)
+    if config["optimizer"] == "sgd":
+        score += 0.5 - 2 * (config["momentum"] - 0.9) ** 2
+    return score
+
+
+def drive(searcher: BayesOptSearcher, n: int, fn=objective, metric="score",
+          start: int = 0) -> list[dict]:
+    """Run ``n`` trials one at a time; returns the configs in order."""
+    configs = []
+    for i in range(start, start + n):
+        config = searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {metric: fn(config)})
+        configs.append(config)
+    return configs
+
+
+# --- mapping -------------------------------------------------------------------------------
+def test_pbounds_model_log_params_in_log10_and_use_typed_ints_and_categoricals():
+    searcher = BayesOptSearcher(mixed_space(), metric="score", mode="max", seed=0)
+    bounds = searcher.pbounds
+    assert bounds["lr"] == pytest.approx((-6.0, 0.0))
+    assert bounds["layers"] == (1, 8, int)
+    # Log int: log10 space, widened half a step so 8 and 1024 keep their share.
+    assert bounds["units"][0] == pytest.approx(math.log10(7.5001))
+    assert bounds["units"][1] == pytest.approx(math.log10(1024.4999))
+    assert bounds["optimizer"] == [0, 1]
+    assert "epochs" not in bounds
+    assert set(bounds) == {"lr", "layers", "units", "optimizer", "momentum"}
+
+
+def test_suggestions_are_finalized_valid_configs_in_both_phases():
+    space = mixed_space()
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=1, n_init=5)
+    configs = drive(searcher, 16)
+    for config in configs:
+        assert space.check_config(config) == config
+        assert config["epochs"] == 3  # fixed params added
+        assert type(config["layers"]) is int and type(config["units"]) is int
+        assert type(config["lr"]) is float
+        assert config["optimizer"] in ("adam", "sgd")
+        assert ("momentum" in config) == (config["optimizer"] == "sgd")  # conditional follows
+    # The model phase produced both branches or at least kept proposing valid ones past init.
+    assert searcher.n_observations == 16
+
+
+def test_init_points_are_the_space_own_seeded_samples_in_log_space():
+    space = mixed_space()
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=7, n_init=40)
+    configs = drive(searcher, 40)
+    assert configs == space.sample(40, seed=7)
+    # Uniform in log10(lr) over [-6, 0]: the median sits near -3, not near log10(0.5).
+    assert -4.0 < np.median([math.log10(c["lr"]) for c in configs]) < -2.0
+
+
+def test_model_phase_searches_lr_in_log_space():
+    space = Space(lr=LogFloat(1e-6, 1.0))
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=0, n_init=4)
+    configs = drive(searcher, 14, fn=lambda c: -(math.log10(c["lr"]) + 5) ** 2)
+    model_lrs = [c["lr"] for c in configs[4:]]
+    # A linear model over [1e-6, 1] essentially never proposes anything below 1e-4.
+    assert min(model_lrs) < 1e-4
+    best = max(configs, key=lambda c: -(math.log10(c["lr"]) + 5) ** 2)
+    assert abs(math.log10(best["lr"]) + 5) < 0.3
+
+
+def test_mode_min_minimizes():
+    space = Space(x=Float(-5.0, 5.0), y=Float(-5.0, 5.0))
+    searcher = BayesOptSearcher(space, metric="loss", mode="min", seed=0, n_init=5)
+    configs = drive(searcher, 20, fn=lambda c: (c["x"] - 2) ** 2 + (c["y"] + 1) ** 2,
+                    metric="loss")
+    best = min((c["x"] - 2) ** 2 + (c["y"] + 1) ** 2 for c in configs)
+    init_best = min((c["x"] - 2) ** 2 + (c["y"] + 1) ** 2 for c in configs[:5])
+    assert best < 0.1 < init_best
+
+
+def test_discrete_only_space_merges_repeats_silently(capsys):
+    space = Space(kernel=Categorical(["linear", "poly", "rbf"]),
+                  degree=Int(2, 3, when={"kernel": ["poly"]}), flag=Categorical([1, True, None]))
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=0, n_init=3)
+    configs = drive(searcher, 15, fn=lambda c: float(c["kernel"] == "rbf") + (c["flag"] is True))
+    assert all(space.check_config(c) == c for c in configs)
+    assert len({tuple(sorted(c.items(), key=str)) for c in configs}) < len(configs)  # repeats
+    assert capsys.readouterr().out == ""  # bayes_opt prints a line per duplicate point it gets
+    assert {"kernel": "rbf", "flag": True} in configs[3:]
+    assert [c["flag"] for c in configs[3:]].count(True) >= 6
+
+
+def test_expected_improvement_acquisition_also_works():
+    space = Space(x=Float(-5.0, 5.0), kernel=Categorical(["a", "b"]))
+    searcher = BayesOptSearcher(space, metric="loss", mode="min", seed=0, n_init=4,
+                                acquisition="ei", liar="mean")
+    configs = drive(searcher, 14, fn=lambda c: (c["x"] - 1) ** 2 + (c["kernel"] == "a"),
+                    metric="loss")
+    assert min((c["x"] - 1) ** 2 + (c["kernel"] == "a") for c in configs) < 0.05
+    with pytest.raises(ValueError, match="acquisition must be one of ucb, ei"):
+        BayesOptSearcher(space, metric="loss", mode="min", acquisition="pi")
+
+
+# --- seeding ---------------------------------------------------------------------------------
+def test_same_seed_same_sequence_and_other_seed_differs():
+    runs = [drive(BayesOptSearcher(mixed_space(), metric="score", mode="max", seed=s,
+                                   n_init=5), 12) for s in (3, 3, 4)]
+    assert runs[0] == runs[1]
+    assert runs[0][5:] != runs[2][5:]
+
+
+# --- parallel trials ---------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pending_suggestions_spread_out(seed):
+    space = mixed_space()
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=seed, n_init=6)
+    drive(searcher, 8)  # init done, model in charge
+    batch = [searcher.suggest(f"p{i}") for i in range(3)]  # nothing completes meanwhile
+    units = [np.array(list(space.to_unit(c).values())) for c in batch]
+    for i in range(len(batch)):
+        for j in range(i):
+            assert batch[i] != batch[j]
+            assert np.linalg.norm(units[i] - units[j]) > 0.2  # without lies: 0.01 to 0.17
+
+
+def test_pending_trial_later_completes_normally():
+    searcher = BayesOptSearcher(mixed_space(), metric="score", mode="max", seed=0, n_init=3)
+    drive(searcher, 4)
+    a, b = searcher.suggest("a"), searcher.suggest("b")
+    searcher.on_trial_complete("b", {"score": objective(b)})
+    searcher.on_trial_complete("a", {"score": objective(a)})
+    assert searcher.n_observations == 6
+    assert [c for c, _ in searcher.observations[-2:]] == [b, a]
+
+
+# --- bad results -----------------------------------------------------------------------------
+def test_errors_and_non_finite_metrics_are_skipped():
+    searcher = BayesOptSearcher(mixed_space(), metric="score", mode="max", seed=0, n_init=3)
+    drive(searcher, 4)
+    bad = [({"score": float("nan")}, False), ({"score": float("inf")}, False),
+           ({"score": -float("inf")}, False), ({"other": 1.0}, False), (None, True),
+           ({"score": 1.0}, True), ({"score": "high"}, False), (None, False)]
+    for i, (result, error) in enumerate(bad):
+        searcher.suggest(f"bad{i}")
+        searcher.on_trial_complete(f"bad{i}", result, error=error)
+    assert searcher.n_observations == 4
+    assert searcher.n_skipped == len(bad)
+    searcher.on_trial_complete("never-suggested", {"score": 1.0})
+    assert searcher.n_observations == 4
+    config = searcher.suggest("after")  # the model still fits and suggests
+    assert mixed_space().check_config(config) == config
+
+
+def test_missing_metric_or_mode_is_a_clear_error():
+    searcher = BayesOptSearcher(mixed_space(), seed=0)
+    with pytest.raises(RuntimeError, match="metric and mode"):
+        searcher.suggest("t0")
+    assert searcher.set_search_properties("score", "max", {}) is True
+    assert searcher.metric == "score" and searcher.mode == "max"
+    assert mixed_space().check_config(searcher.suggest("t0"))
+    with pytest.raises(ValueError, match="mode must be"):
+        BayesOptSearcher(mixed_space(), metric="score", mode="maximize")
+
+
+# --- state -----------------------------------------------------------------------------------
+def test_save_restore_continues_with_the_same_model(tmp_path):
+    space = mixed_space()
+    original = BayesOptSearcher(space, metric="score", mode="max", seed=5, n_init=4)
+    drive(original, 9)
+    original.suggest("running")  # a pending trial is part of the state
+    path = tmp_path / "searcher.pkl"
+    original.save(str(path))
+
+    restored = BayesOptSearcher(space, seed=99, n_init=20)  # everything comes from the file
+    restored.restore(str(path))
+    assert restored.metric == "score" and restored.mode == "max"
+    assert restored.suggest("next") == original.suggest("next")
+    restored.on_trial_complete("running", {"score": 0.0})
+    original.on_trial_complete("running", {"score": 0.0})
+    assert restored.suggest("next2") == original.suggest("next2")
+
+    again = BayesOptSearcher(space, seed=1)
+    again.set_state(original.get_state())
+    assert again.suggest("n3") == original.suggest("n3")
+
+
+def test_restore_into_another_space_is_refused():
+    searcher = BayesOptSearcher(mixed_space(), metric="score", mode="max", seed=0)
+    other = BayesOptSearcher(Space(lr=LogFloat(1e-5, 1.0)), metric="score", mode="max", seed=0)
+    with pytest.raises(SpaceError, match="another space"):
+        other.set_state(searcher.get_state())
+
+
+def test_unseeded_searcher_keeps_its_drawn_seed_across_restore():
+    a = BayesOptSearcher(mixed_space(), metric="score", mode="max", n_init=3)
+    drive(a, 4)
+    b = BayesOptSearcher(mixed_space(), n_init=3)
+    b.set_state(a.get_state())
+    assert b.suggest("x") == a.suggest("x")
+
+
+# --- warm start ------------------------------------------------------------------------------
+def write_trials(path, rows):
+    pd.DataFrame(rows).to_parquet(path)
+    return str(path)
+
+
+SVM_ROWS = [
+    {"param_kernel": "rbf", "param_C": 10.0, "param_gamma": 0.002, "param_degree": None,
+     "accuracy": 0.98},
+    {"param_kernel": "linear", "param_C": 1.0, "param_gamma": None, "param_degree": None,
+     "accuracy": 0.97},
+    {"param_kernel": "poly", "param_C": 1.0, "param_gamma": 0.1, "param_degree": 3.0,
+     "accuracy": 0.95},
+    {"param_kernel": "rbf", "param_C": 1.0, "param_gamma": 0.01, "param_degree": None,
+     "accuracy": float("nan")},  # errored trial
+    {"param_kernel": "rbf", "param_C": 1e6, "param_gamma": 0.01, "param_degree": None,
+     "accuracy": 0.5},  # out of the space
+    {"param_kernel": "sigmoid", "param_C": 1.0, "param_gamma": 0.01, "param_degree": None,
+     "accuracy": 0.5},  # not a choice
+]
+
+
+def test_warm_start_from_parquet_registers_valid_rows_and_shortens_init(tmp_path):
+    path = write_trials(tmp_path / "trials.parquet", SVM_ROWS)
+    rows = warm_start_from_parquet(path, SVM_SPACE, "accuracy")
+    assert len(rows) == 5  # the NaN row is dropped by the reader
+    assert rows[1] == {"config": {"kernel": "linear", "C": 1.0}, "score": 0.97}
+
+    cold = BayesOptSearcher(SVM_SPACE, metric="accuracy", mode="max", seed=0, n_init=3)
+    assert cold.suggest("t0") == SVM_SPACE.sample(1, seed=0)[0]  # init: the space's own draw
+
+    warm = BayesOptSearcher(SVM_SPACE, metric="accuracy", mode="max", seed=0, n_init=3,
+                            warm_start=rows)
+    assert warm.n_warm_started == 3 and warm.n_observations == 3
+    assert [c for c, _ in warm.observations][2] == {"kernel": "poly", "C": 1.0, "gamma": 0.1,
+                                                     "degree": 3}
+    first = warm.suggest("t0")  # the three warm rows filled the init phase: the model picks
+    assert first != SVM_SPACE.sample(1, seed=0)[0]
+    assert SVM_SPACE.check_config(first) == first
+
+
+def test_warm_start_rows_with_bad_shape_are_skipped():
+    searcher = BayesOptSearcher(SVM_SPACE, metric="accuracy", mode="max", seed=0, warm_start=[
+        {"config": {"kernel": "linear", "C": 1.0}, "score": 0.9},
+        {"config": {"kernel": "linear", "C": 1.0, "nope": 1}, "score": 0.9},
+        {"config": {"kernel": "linear"}, "score": 0.9},  # C missing
+        {"config": "kernel=linear", "score": 0.9},
+        {"config": {"kernel": "linear", "C": 2.0}, "score": None},
+        "not a row",
+    ])
+    assert searcher.n_warm_started == 1
+
+
+def test_warm_start_file_without_params_or_metric_is_a_clear_error(tmp_path):
+    no_params = write_trials(tmp_path / "a.parquet", [{"C": 1.0, "accuracy": 0.9}])
+    with pytest.raises(SpaceError, match="none of the space's params"):
+        warm_start_from_parquet(no_params, SVM_SPACE, "accuracy")
+    no_metric = write_trials(tmp_path / "b.parquet", [{"param_C": 1.0, "acc": 0.9}])
+    with pytest.raises(SpaceError, match="no metric column 'accuracy'"):
+        warm_start_from_parquet(no_metric, SVM_SPACE, "accuracy")
+
+
+# --- spaces BO cannot use ----------------------------------------------------------------------
+def test_nothing_to_optimize_is_refused_in_one_line():
+    space = Space(name="frozen", epochs=Fixed(3), kernel=Categorical(["rbf"]))
+    with pytest.raises(SpaceError, match="nothing to optimize") as info:
+        BayesOptSearcher(space, metric="score", mode="max", seed=0)
+    assert "\n" not in str(info.value)
+
+
+def test_one_choice_categorical_is_passed_through():
+    space = Space(kernel=Categorical(["rbf"]), C=LogFloat(0.01, 100.0))
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=0, n_init=2)
+    configs = drive(searcher, 5, fn=lambda c: -abs(math.log10(c["C"])))
+    assert all(c["kernel"] == "rbf" for c in configs)
+    assert "kernel" not in searcher.pbounds
+
+
+# --- inside Ray Tune -------------------------------------------------------------------------
+@pytest.mark.ray
+def test_works_inside_a_real_tune_run(tmp_path):
+    ray = pytest.importorskip("ray")
+    from ray import tune
+
+    def trainable(config):
+        # Defined here and self-contained: Ray workers pickle it by value, and cannot import
+        # this test module.
+        import math
+
+        from ray import tune
+
+        tune.report({"score": -(math.log10(config["lr"]) + 4) ** 2 - 0.1 * config["layers"]})
+
+    space = mixed_space()
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=0, n_init=4)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=8,
+                                        max_concurrent_trials=2, reuse_actors=True),
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="bo", verbose=0),
+        )
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert len(results) == 8 and not results.errors
+    configs = [r.config for r in results]
+    for config in configs:
+        assert space.check_config(config) == config
+    assert len({tuple(sorted(c.items())) for c in configs}) == 8
+    assert searcher.n_observations == 8  # every result reached the model
+    best = results.get_best_result(metric="score", mode="max")
+    assert best.metrics["score"] == max(r.metrics["score"] for r in results)
+    assert best.metrics["score"] == pytest.approx(
+        -(math.log10(best.config["lr"]) + 4) ** 2 - 0.1 * best.config["layers"])

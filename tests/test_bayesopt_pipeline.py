@@ -1,0 +1,81 @@
+"""--algo bayesopt through the real CLI: a run, a warm start, a resume, and a space BO can't use."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from tests.helpers import REPO, run_module
+
+pytestmark = pytest.mark.ray
+
+
+def test_bayesopt_run_then_warm_start(tmp_path):
+    proc = run_module("pipelines.svm", "--algo", "bayesopt", "--num-samples", "6", "--bo-init", "3",
+                      "--seed", "1", "--output", str(tmp_path), "--name", "bo", "--num-cpus", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first = pd.read_parquet(tmp_path / "bo" / "trials.parquet")
+    assert len(first) == 6 and (first["algorithm"] == "bayesopt").all()
+    assert (first["status"] == "finished").all()
+    # The first --bo-init trials are the space's own seeded random draws.
+    from search_spaces import load_space
+
+    init = load_space("svm").sample(3, seed=1)
+    got = first.sort_values("trial_index").head(3)["param_kernel"].tolist()
+    assert got == [c["kernel"] for c in init]
+
+    proc = run_module("pipelines.svm", "--algo", "bayesopt", "--num-samples", "3", "--bo-init", "3",
+                      "--warm-start", str(tmp_path / "bo" / "trials.parquet"), "--seed", "1",
+                      "--output", str(tmp_path), "--name", "warm", "--num-cpus", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    warm = pd.read_parquet(tmp_path / "warm" / "trials.parquet")
+    assert len(warm) == 3
+    # Warm-started rows count toward the init phase, so nothing is re-drawn at random.
+    assert not any(abs(c - d["C"]) < 1e-12 for c in warm["param_C"] for d in init)
+
+
+def test_space_with_nothing_to_optimize_fails_before_ray(tmp_path):
+    space = tmp_path / "fixed.py"
+    space.write_text("from search_spaces.space import Space, Fixed\nSPACE = Space(kernel=Fixed('rbf'))\n")
+    proc = run_module("pipelines.svm", "--algo", "bayesopt", "--space", str(space),
+                      "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "nothing to optimize" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupted_experiment_resumes_and_keeps_finished_trials(tmp_path):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("RAY_ADDRESS", None)
+    args = [sys.executable, "-m", "pipelines.svm", "--algo", "bayesopt", "--num-samples", "10",
+            "--bo-init", "3", "--seed", "2", "--output", str(tmp_path), "--name", "r",
+            "--num-cpus", "2", "--max-concurrent", "1"]
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    journal = tmp_path / "r" / "trials.journal.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and len(journal.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=180)
+    before = pd.read_parquet(tmp_path / "r" / "trials.parquet")
+    assert 3 <= len(before) < 10  # the finished trials were written, and the run did stop early
+    info = json.loads((tmp_path / "r" / "experiment.json").read_text())
+    assert info["status"] == "interrupted"
+
+    resumed = run_module("pipelines.svm", *args[3:], "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = pd.read_parquet(tmp_path / "r" / "trials.parquet")
+    assert len(after) == 10
+    assert after["trial_id"].is_unique
+    # Trials finished before the interrupt are kept as they were, not re-run.
+    kept = after.set_index("trial_id").loc[before["trial_id"], "cv_accuracy"]
+    assert kept.tolist() == before["cv_accuracy"].tolist()
