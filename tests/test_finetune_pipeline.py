@@ -1,0 +1,50 @@
+"""python -m pipelines.finetune end to end on a local Ray, and its bad-input paths."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.helpers import run_module
+
+
+@pytest.mark.ray
+def test_finetune_cli_writes_epochs_checkpoints_and_compares_with_svm(tmp_path):
+    proc = run_module("pipelines.finetune", "--algo", "random", "--num-samples", "2", "--epochs", "2",
+                      "--seed", "0", "--output", str(tmp_path), "--name", "ft", "--num-cpus", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exp = tmp_path / "ft"
+    trials = pd.read_parquet(exp / "trials.parquet")
+    epochs = pd.read_parquet(exp / "epochs.parquet")
+    assert len(trials) == 2
+    assert trials["checkpoint"].notna().all()
+    assert set(epochs.columns) >= {"epoch", "train_loss", "val_loss", "val_accuracy", "lr",
+                                   "epoch_seconds", "samples_per_second"}
+    per_trial = epochs.groupby("trial_id")["epoch"].apply(list)
+    assert all(e == list(range(1, len(e) + 1)) for e in per_trial)
+    assert (trials["best_val_accuracy"] >= trials["val_accuracy"] - 1e-12).all()
+    assert trials["param_lr"].between(1e-5, 1e-1).all()
+    info = json.loads((exp / "experiment.json").read_text())
+    best = info["best"]
+    assert 0.0 < best["test_accuracy"] <= 1.0 and 0.0 < best["svm_test_accuracy"] <= 1.0
+    assert (exp / "best_model.pt").is_file()
+    assert "tuned SVM baseline" in proc.stdout and f"{best['test_accuracy']:.4f}" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--dataset", "MNIST", "--data-root", "{tmp}/nowhere"], "MNIST"),
+        (["--dataset", "{tmp}/no_such_folder"], "no_such_folder"),
+        (["--model", "resnet18", "--weights", "{tmp}/missing.pth"], "missing.pth"),
+        (["--epochs", "0"], "--epochs"),
+        (["--scheduler", "asha", "--grace-period", "9", "--epochs", "3"], "--grace-period (9) exceeds"),
+    ],
+)
+def test_finetune_bad_input_is_one_line_exit_2(tmp_path, args, expected):
+    argv = [a.format(tmp=tmp_path) for a in args] + ["--output", str(tmp_path / "out")]
+    proc = run_module("pipelines.finetune", *argv, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
