@@ -1,0 +1,176 @@
+"""Datasets: the real torchvision / ImageFolder loaders on tiny files written here."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+Image = pytest.importorskip("PIL.Image")
+
+from trainables.image_data import (  # noqa: E402
+    DataError,
+    DatasetSpec,
+    dataset_as_arrays,
+    load_dataset,
+    resolve_dataset,
+)
+
+
+def write_idx(path, array: np.ndarray, compress: bool) -> None:
+    """An IDX file as in the MNIST distribution: magic (ubyte, ndim), big-endian dims, data."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    header += b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(f"{path}.gz", "wb") as handle:
+            handle.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def write_mnist(root, name="MNIST", n_train=40, n_test=10, compress=False, seed=0):
+    rng = np.random.default_rng(seed)
+    raw = root / name / "raw"
+    raw.mkdir(parents=True)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = np.arange(n, dtype=np.uint8) % 10
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, compress)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, compress)
+        arrays[prefix] = (images, labels)
+    return arrays
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("name", ["MNIST", "FashionMNIST"])
+def test_mnist_idx_files_load_through_torchvision(tmp_path, name, compress):
+    arrays = write_mnist(tmp_path, name=name, compress=compress)
+    spec = resolve_dataset(name.lower(), tmp_path)
+    assert (spec.name, spec.in_channels, spec.image_size, spec.num_classes) == (
+        name,
+        1,
+        (28, 28),
+        10,
+    )
+    splits = load_dataset(spec)
+    test_images, test_labels = arrays["t10k"]
+    # The official test files are the test split, pixel for pixel.
+    assert torch.equal(splits.test.images[:, 0], torch.from_numpy(test_images))
+    assert splits.test.labels.tolist() == test_labels.tolist()
+    # Train files become train + val, disjoint and complete (val is 10%, stratified).
+    assert len(splits.train) + len(splits.val) == 40 and len(splits.val) == 4
+    train_images = torch.from_numpy(arrays["train"][0])
+    seen = torch.cat([splits.train.images[:, 0], splits.val.images[:, 0]])
+    assert sorted(map(bytes, seen.numpy())) == sorted(map(bytes, train_images.numpy()))
+    x, y = splits.train.__getitems__([0, 1, 2])
+    assert x.shape == (3, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+def test_missing_mnist_names_the_directory(tmp_path):
+    with pytest.raises(DataError) as info:
+        resolve_dataset("MNIST", tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path / "MNIST" / "raw") in message
+    assert "train-images-idx3-ubyte" in message
+
+
+def test_missing_cifar10_names_the_directory(tmp_path):
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        resolve_dataset("CIFAR10", tmp_path)
+
+
+def test_unknown_name_and_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="unknown dataset"):
+        resolve_dataset("imagenet-9000", tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_dataset(str(tmp_path / "nope") + "/", tmp_path)
+
+
+def write_folder(root, classes=("cat", "dog", "owl"), per_class=8, size=(12, 10), mode="RGB"):
+    rng = np.random.default_rng(1)
+    for label, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+            pixels = rng.integers(0, 50, size=shape, dtype=np.uint8) + 60 * label
+            Image.fromarray(pixels.astype(np.uint8), mode=mode).save(folder / f"{i}.png")
+
+
+def test_imagefolder_of_pngs(tmp_path):
+    write_folder(tmp_path / "pets")
+    spec = resolve_dataset(str(tmp_path / "pets"))
+    assert spec.kind == "imagefolder"
+    assert spec.class_names == ("cat", "dog", "owl") and spec.num_classes == 3
+    assert spec.in_channels == 3 and spec.image_size == (12, 12)
+    splits = load_dataset(spec)
+    sizes = [len(splits.train), len(splits.val), len(splits.test)]
+    assert sum(sizes) == 24 and min(sizes) > 0
+    # Stratified: every class in every split; pixel means still tell the classes apart.
+    for split in (splits.train, splits.val, splits.test):
+        assert sorted(set(split.labels.tolist())) == [0, 1, 2]
+        means = split.images.float().mean(dim=(1, 2, 3))
+        for label in range(3):
+            assert (means[split.labels == label] > 60 * label).all()
+
+
+def test_imagefolder_with_train_and_test_subtrees_and_grayscale(tmp_path):
+    write_folder(tmp_path / "d" / "train", classes=("a", "b"), per_class=10, mode="L")
+    write_folder(tmp_path / "d" / "test", classes=("a", "b"), per_class=3, mode="L")
+    spec = resolve_dataset(str(tmp_path / "d"), image_size=16)
+    assert spec.in_channels == 1 and spec.image_size == (16, 16)
+    splits = load_dataset(spec)
+    assert len(splits.test) == 6 and len(splits.train) + len(splits.val) == 20
+    assert splits.train.images.shape[1:] == (1, 16, 16)
+
+
+def test_imagefolder_needs_classes(tmp_path):
+    (tmp_path / "flat").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "flat" / "x.png")
+    with pytest.raises(DataError, match="one sub-directory per class"):
+        resolve_dataset(str(tmp_path / "flat"))
+
+
+def test_digits_transfer_splits_are_fixed_disjoint_and_held_out():
+    spec = resolve_dataset("digits-transfer")
+    assert isinstance(spec, DatasetSpec) and spec.num_classes == 5
+    a, b = load_dataset(spec), load_dataset(spec)
+    assert torch.equal(a.test.images, b.test.images)  # the split does not depend on a trial
+
+    def rows(split):
+        return {
+            bytes(img.numpy()) + bytes([lab])
+            for img, lab in zip(split.images, split.labels, strict=True)
+        }
+
+    train, val, test = rows(a.train), rows(a.val), rows(a.test)
+    assert len(test) >= 150 and len(val) >= 150 and len(train) >= 450
+    # All 5-9 digits are used once; (image, label) rows are unique in digits, so no overlaps.
+    assert len(a.train) + len(a.val) + len(a.test) == 896
+    assert not train & test and not val & test and not train & val
+    assert sorted(set(a.test.labels.tolist())) == [0, 1, 2, 3, 4]
+
+
+def test_arrays_for_the_svm_baseline():
+    spec = resolve_dataset("digits-transfer")
+    x_train, y_train, x_test, y_test = dataset_as_arrays(spec, max_train=100)
+    assert x_train.shape == (100, 64) and x_test.shape[1] == 64
+    assert x_train.dtype == np.float32 and 0.0 <= x_train.min() and x_train.max() <= 1.0
+    assert len(y_test) == len(load_dataset(spec).test)
+    assert len(set(y_train.tolist())) == 5
+    full = dataset_as_arrays(spec, max_train=None, include_val=True)
+    splits = load_dataset(spec)
+    assert len(full[0]) == len(splits.train) + len(splits.val)
+
+
+def test_train_limit_keeps_classes_balanced():
+    spec = resolve_dataset("digits-transfer", train_limit=50)
+    labels = load_dataset(spec).train.labels
+    assert len(labels) == 50
+    assert np.bincount(labels.numpy()).min() >= 9

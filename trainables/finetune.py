@@ -1,0 +1,487 @@
+"""The Adam / AdamW fine-tuning loop that one trial runs.
+
+``train_loop(config, data_spec, model_spec, epochs, session)`` is a plain function: it reports
+through a ``trainables.session.Session`` and so runs the same in a unit test (``LocalSession``),
+in a Tune trial's own process, or on every worker of a Ray Train data-parallel group.
+
+Config keys (the ``adam_finetune`` space's parameters; absent keys take ``DEFAULTS``):
+
+- ``optimizer``: ``adam`` (L2 penalty added to the gradient, "coupled") or ``adamw``
+  (decoupled weight decay);
+- ``lr``, ``beta1``, ``one_minus_beta2`` (beta2 = 1 - it), ``eps``, ``weight_decay``,
+  ``batch_size``;
+- ``warmup_epochs`` (or ``warmup_steps``): linear warm-up from lr/warmup_steps to lr, per step;
+- ``schedule``: ``none`` | ``step`` (``step_size`` epochs, ``gamma_step``) | ``exponential``
+  (``gamma_exp`` per epoch) | ``cosine`` (to ``min_lr_ratio`` x lr at the last step); the
+  schedule starts after the warm-up;
+- ``clip_norm``: clip the global gradient norm (None or 0: no clipping);
+- ``freeze_epochs``: the backbone is frozen (weights and batch-norm statistics) for the first k
+  epochs; ``backbone_lr_mult``: the backbone's learning rate relative to the head's;
+- ``patience`` (epochs without a val-loss improvement larger than ``min_delta`` before stopping;
+  0 disables early stopping);
+- ``seed``: model init and data order; the same seed gives the same run, resumed or not.
+
+Every epoch reports ``epoch`` (1-based), ``train_loss``, ``train_accuracy``, ``val_loss``,
+``val_accuracy``, ``lr`` (the head's learning rate at the epoch's last step), ``backbone_lr``
+(0 while frozen), ``frozen``, ``grad_norm`` (mean pre-clipping norm), ``clip_fraction``,
+``best_val_loss``, ``best_val_accuracy``, ``best_epoch``, ``early_stopped``, ``epoch_seconds``,
+``samples_per_second``, ``setup_seconds``, ``world_size``, with a checkpoint every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from trainables.image_data import DatasetSpec, collate_batch, load_dataset
+from trainables.image_models import ModelSpec, build_from_spec
+from trainables.session import LocalSession, Session
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "DEFAULTS",
+    "evaluate_split",
+    "load_checkpoint_state",
+    "lr_factor",
+    "resolve_config",
+    "train_loop",
+    "train_worker",
+]
+
+CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_FORMAT = 1
+
+DEFAULTS: dict[str, Any] = {
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "beta1": 0.9,
+    "one_minus_beta2": 1e-3,
+    "eps": 1e-8,
+    "weight_decay": 1e-4,
+    "batch_size": 64,
+    "warmup_epochs": 0,
+    "warmup_steps": None,
+    "schedule": "none",
+    "step_size": 1,
+    "gamma_step": 0.5,
+    "gamma_exp": 0.9,
+    "min_lr_ratio": 0.0,
+    "clip_norm": None,
+    "freeze_epochs": 0,
+    "backbone_lr_mult": 1.0,
+    "patience": 3,
+    "min_delta": 0.0,
+    "seed": 0,
+    "eval_batch_size": 512,
+}
+SCHEDULES = ("none", "step", "exponential", "cosine")
+OPTIMIZERS = ("adam", "adamw")
+
+
+def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Fill in defaults and check values; unknown keys pass through untouched.
+
+    Parameters
+    ----------
+    config : dict
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ValueError
+        Naming the key and the allowed values.
+    """
+    cfg = {**DEFAULTS, **config}
+    if cfg["optimizer"] not in OPTIMIZERS:
+        raise ValueError(
+            f"config 'optimizer' must be one of {OPTIMIZERS}, got {cfg['optimizer']!r}"
+        )
+    if cfg["schedule"] not in SCHEDULES:
+        raise ValueError(f"config 'schedule' must be one of {SCHEDULES}, got {cfg['schedule']!r}")
+    for key in ("lr", "eps"):
+        if not float(cfg[key]) > 0:
+            raise ValueError(f"config '{key}' must be > 0, got {cfg[key]!r}")
+    if not 0 < float(cfg["one_minus_beta2"]) < 1 or not 0 <= float(cfg["beta1"]) < 1:
+        raise ValueError("config 'beta1' must be in [0, 1) and 'one_minus_beta2' in (0, 1)")
+    if int(cfg["batch_size"]) < 1:
+        raise ValueError(f"config 'batch_size' must be >= 1, got {cfg['batch_size']!r}")
+    for key in ("weight_decay", "warmup_epochs", "freeze_epochs", "patience", "min_delta"):
+        if float(cfg[key]) < 0:
+            raise ValueError(f"config '{key}' must be >= 0, got {cfg[key]!r}")
+    if not float(cfg["backbone_lr_mult"]) >= 0:
+        raise ValueError(f"config 'backbone_lr_mult' must be >= 0, got {cfg['backbone_lr_mult']!r}")
+    if cfg["schedule"] == "step" and int(cfg["step_size"]) < 1:
+        raise ValueError(f"config 'step_size' must be >= 1, got {cfg['step_size']!r}")
+    return cfg
+
+
+def lr_factor(
+    step: int,
+    *,
+    steps_per_epoch: int,
+    total_steps: int,
+    warmup_steps: int,
+    schedule: str,
+    step_size: int = 1,
+    gamma_step: float = 0.5,
+    gamma_exp: float = 0.9,
+    min_lr_ratio: float = 0.0,
+) -> float:
+    """Multiplier of the base learning rate for optimizer step ``step`` (0-based).
+
+    Linear warm-up for ``warmup_steps`` steps (reaching 1 at the last warm-up step), then the
+    schedule, whose clock starts at the end of the warm-up: ``step`` and ``exponential`` change
+    the rate at epoch boundaries, ``cosine`` every step.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    after = step - warmup_steps
+    if schedule == "none":
+        return 1.0
+    if schedule == "step":
+        return gamma_step ** ((after // steps_per_epoch) // step_size)
+    if schedule == "exponential":
+        return gamma_exp ** (after // steps_per_epoch)
+    if schedule == "cosine":
+        span = max(total_steps - warmup_steps, 1)
+        progress = min(after / span, 1.0)
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+class _EpochSampler:
+    """A permutation per epoch from (seed, epoch), so a resumed run shuffles like an unbroken one."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _make_optimizer(cfg: dict[str, Any], model):
+    import torch
+
+    mult = float(cfg["backbone_lr_mult"])
+    lr = float(cfg["lr"])
+    groups = [
+        {"params": model.backbone_parameters(), "lr": lr * mult, "name": "backbone"},
+        {"params": model.head_parameters(), "lr": lr, "name": "head"},
+    ]
+    cls = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
+    return cls(
+        groups,
+        lr=lr,
+        betas=(float(cfg["beta1"]), 1.0 - float(cfg["one_minus_beta2"])),
+        eps=float(cfg["eps"]),
+        weight_decay=float(cfg["weight_decay"]),
+    )
+
+
+def _set_frozen(model, frozen: bool, distributed: bool) -> None:
+    # One process: turning off requires_grad also skips the backbone's backward pass. Under DDP
+    # the set of parameters that receive gradients must not change after wrapping, so there
+    # the loop drops the backbone's gradients before the step instead (same effect on weights).
+    if not distributed:
+        for param in model.backbone_parameters():
+            param.requires_grad_(not frozen)
+
+
+def evaluate_split(model, dataset, device, batch_size: int = 512) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on a whole ``ImageTensorDataset``.
+
+    Returns
+    -------
+    loss, accuracy : float
+    """
+    import torch
+    from torch.nn import functional as F
+
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            x, y = dataset.__getitems__(range(start, min(start + batch_size, len(dataset))))
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == y).sum())
+            count += len(y)
+    model.train(was_training)
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def load_checkpoint_state(checkpoint_dir: str) -> dict[str, Any]:
+    """The dict a checkpoint directory holds (model, optimizer, scheduler, epoch, best state)."""
+    import torch
+
+    path = os.path.join(checkpoint_dir, CHECKPOINT_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no {CHECKPOINT_FILE} in checkpoint directory '{checkpoint_dir}'")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _state_copy(module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def train_loop(
+    config: dict[str, Any],
+    data_spec: DatasetSpec,
+    model_spec: ModelSpec,
+    epochs: int,
+    session: Session | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model_spec`` on ``data_spec`` for up to ``epochs`` epochs.
+
+    Parameters
+    ----------
+    config : dict
+        Hyperparameters (see the module docstring); missing keys take ``DEFAULTS``.
+    data_spec : DatasetSpec
+    model_spec : ModelSpec
+    epochs : int
+        Total epochs, counting those done before a resume.
+    session : Session, optional
+        Where metrics and checkpoints go; a throw-away ``LocalSession`` if omitted.
+
+    Returns
+    -------
+    dict
+        The last reported metrics (empty if a resumed run had nothing left to do).
+    """
+    import torch
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    cfg = resolve_config(config)
+    session = session if session is not None else LocalSession()
+    if session.num_threads:
+        torch.set_num_threads(int(session.num_threads))
+    setup_start = time.perf_counter()
+    seed = int(cfg["seed"])
+    _seed_everything(seed)
+    splits = load_dataset(data_spec)
+    device = session.device
+    raw_model = build_from_spec(model_spec).to(device)
+    optimizer = _make_optimizer(cfg, raw_model)
+    distributed = session.world_size > 1
+
+    batch_size = int(cfg["batch_size"])
+    if distributed:
+        sampler = DistributedSampler(
+            splits.train,
+            num_replicas=session.world_size,
+            rank=session.world_rank,
+            shuffle=True,
+            seed=seed,
+        )
+    else:
+        sampler = _EpochSampler(len(splits.train), seed)
+    loader = DataLoader(
+        splits.train,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collate_batch,
+        num_workers=0,
+    )
+    steps_per_epoch = len(loader)
+    if cfg.get("warmup_steps") is not None:
+        warmup_steps = int(cfg["warmup_steps"])
+    else:
+        warmup_steps = int(cfg["warmup_epochs"]) * steps_per_epoch
+    factor = partial(
+        lr_factor,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=int(epochs) * steps_per_epoch,
+        warmup_steps=warmup_steps,
+        schedule=cfg["schedule"],
+        step_size=int(cfg["step_size"]),
+        gamma_step=float(cfg["gamma_step"]),
+        gamma_exp=float(cfg["gamma_exp"]),
+        min_lr_ratio=float(cfg["min_lr_ratio"]),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    best = {"val_loss": math.inf, "val_accuracy": 0.0, "epoch": 0, "bad_epochs": 0}
+    best_model: dict | None = None
+    start_epoch = 1
+    resume_dir = session.get_checkpoint_dir()
+    if resume_dir:
+        state = load_checkpoint_state(resume_dir)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        best = dict(state["best"])
+        best_model = state.get("best_model")
+        start_epoch = int(state["epoch"]) + 1
+        if state.get("early_stopped") or start_epoch > epochs:
+            return {}
+    model = session.prepare_model(raw_model)
+    loader = session.prepare_loader(loader)
+    setup_seconds = time.perf_counter() - setup_start
+
+    clip = float(cfg["clip_norm"]) if cfg["clip_norm"] else None
+    patience = int(cfg["patience"])
+    freeze_epochs = int(cfg["freeze_epochs"])
+    backbone_params = raw_model.backbone_parameters()
+    all_params = list(raw_model.parameters())
+    metrics: dict[str, Any] = {}
+
+    for epoch in range(start_epoch, int(epochs) + 1):
+        epoch_start = time.perf_counter()
+        frozen = epoch <= freeze_epochs
+        _set_frozen(raw_model, frozen, distributed)
+        model.train()
+        if frozen:
+            # Frozen means the statistics too: batch-norm running means would otherwise drift
+            # towards the target data while the weights stay put.
+            raw_model.backbone.eval()
+        sampler.set_epoch(epoch)
+        loss_sum = correct = count = norm_sum = clipped = steps = 0.0
+        head_lr = backbone_lr = 0.0
+        train_start = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if frozen and distributed:
+                for param in backbone_params:
+                    param.grad = None
+            with_grad = [p for p in all_params if p.grad is not None]
+            norm = float(torch.nn.utils.clip_grad_norm_(with_grad, clip if clip else math.inf))
+            norm_sum += norm
+            clipped += float(clip is not None and norm > clip)
+            head_lr = optimizer.param_groups[1]["lr"]
+            backbone_lr = 0.0 if frozen else optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += float((logits.detach().argmax(dim=1) == y).sum())
+            count += len(y)
+            steps += 1
+        train_seconds = time.perf_counter() - train_start
+        session.sync_buffers(raw_model)
+        loss_sum, correct, count, norm_sum, clipped, steps = session.all_reduce_sum(
+            [loss_sum, correct, count, norm_sum, clipped, steps]
+        )
+
+        # Every rank scores the whole (small) val split with the unwrapped model, so all ranks
+        # take the same early-stopping decision without another collective.
+        val_loss, val_accuracy = evaluate_split(
+            raw_model, splits.val, device, int(cfg["eval_batch_size"])
+        )
+        if val_loss < best["val_loss"] - float(cfg["min_delta"]):
+            best = {
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "epoch": epoch,
+                "bad_epochs": 0,
+            }
+            best_model = _state_copy(raw_model)
+        else:
+            best["bad_epochs"] += 1
+        stop = patience > 0 and best["bad_epochs"] >= patience and epoch < epochs
+
+        metrics = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(count, 1),
+            "train_accuracy": correct / max(count, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": float(head_lr),
+            "backbone_lr": float(backbone_lr),
+            "frozen": frozen,
+            "grad_norm": norm_sum / max(steps, 1),
+            "clip_fraction": clipped / max(steps, 1),
+            "best_val_loss": best["val_loss"],
+            "best_val_accuracy": best["val_accuracy"],
+            "best_epoch": best["epoch"],
+            "early_stopped": stop,
+            # All workers' samples over this worker's time: the group's throughput.
+            "samples_per_second": count / max(train_seconds, 1e-9),
+            "setup_seconds": setup_seconds,
+            "world_size": session.world_size,
+        }
+        checkpoint_state = None
+        if session.is_chief:
+            checkpoint_state = {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch,
+                "model": _state_copy(raw_model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "best": dict(best),
+                "best_model": best_model,
+                "early_stopped": stop,
+                "config": {
+                    k: v
+                    for k, v in cfg.items()
+                    if isinstance(v, (int, float, str, bool, type(None)))
+                },
+                "model_spec": model_spec.to_dict(),
+                "data_spec": data_spec.to_dict(),
+                "metrics": dict(metrics),
+            }
+        with tempfile.TemporaryDirectory(prefix="finetune-ckpt-") as tmp:
+            if checkpoint_state is not None:
+                torch.save(checkpoint_state, os.path.join(tmp, CHECKPOINT_FILE))
+            metrics["epoch_seconds"] = time.perf_counter() - epoch_start
+            session.report(dict(metrics), tmp if checkpoint_state is not None else None)
+        if stop:
+            break
+    return metrics
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """``train_loop`` on one Ray Train worker (the ``train_loop_per_worker`` of a TorchTrainer).
+
+    Parameters
+    ----------
+    loop_config : dict
+        ``config``, ``data_spec``, ``model_spec``, ``epochs``, and optionally ``resume_from``
+        (a checkpoint to start from when Ray Train has none) and ``num_threads``.
+    """
+    from trainables.session import TrainSession
+
+    session = TrainSession(
+        resume_from=loop_config.get("resume_from"),
+        num_threads=loop_config.get("num_threads"),
+    )
+    train_loop(
+        loop_config["config"],
+        loop_config["data_spec"],
+        loop_config["model_spec"],
+        int(loop_config["epochs"]),
+        session,
+    )
