@@ -85,7 +85,7 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
     search.add_argument("--num-samples", type=_positive_int, default=20,
                         help="trials for --algo random and bayesopt (default: 20)")
     search.add_argument("--seed", type=_non_negative_int, default=0,
-                        help="seed for sampling, splits and the searcher (default: 0)")
+                        help="seed of the search (random draws, the BO searcher) (default: 0)")
     search.add_argument("--max-concurrent", type=_positive_int, default=None,
                         help="cap on trials running at once (default: what the cluster's resources allow)")
     search.add_argument("--bo-init", type=_positive_int, default=None,
@@ -103,6 +103,9 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
                        help="asha: the most reports a trial makes (default: the task's full budget)")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default=None, help="dataset name or path (see the pipeline's help)")
+    data.add_argument("--split-seed", type=_non_negative_int, default=0,
+                      help="seed of the held-out test split, kept apart from --seed so runs with "
+                           "different search seeds are scored on the same test rows (default: 0)")
     out = parser.add_argument_group("output and cluster")
     out.add_argument("--output", "--storage", dest="output", default="results",
                      help="where experiments go: a directory or an object-store URI such as "

@@ -65,7 +65,7 @@ class Task:
         Extra summary lines.
     needs_dashboard : callable(args) -> bool
         Whether a local Ray must start its dashboard (Ray Train inside Tune needs it).
-    reuse_actors : bool
+    reuse_actors : callable(args) -> bool
         Keep trial actors between trials (cheap trials pay Ray's actor start only once).
     """
 
@@ -78,7 +78,7 @@ class Task:
     evaluate: Callable[[argparse.Namespace, Any, dict], dict]
     summary: Callable[[argparse.Namespace, Any, dict, dict], list[str]] = lambda *a: []
     needs_dashboard: Callable[[argparse.Namespace], bool] = lambda args: False
-    reuse_actors: bool = False
+    reuse_actors: Callable[[argparse.Namespace], bool] = lambda args: False
     extra_info: Callable[[argparse.Namespace, Any], dict] = lambda args, data: {}
     checkpoint_config: Callable[[argparse.Namespace], Any] = lambda args: None
     demand: Callable[[argparse.Namespace], dict] | None = None
@@ -185,8 +185,10 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
     if args.address:
         ray.init(address=args.address, logging_level=level, log_to_driver=args.verbose)
     else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=task.needs_dashboard(args),
-                 logging_level=level, log_to_driver=args.verbose)
+        # address="local": always a fresh local Ray, never a cluster someone else started here.
+        ray.init(address="local", num_cpus=args.num_cpus,
+                 include_dashboard=task.needs_dashboard(args), logging_level=level,
+                 log_to_driver=args.verbose)
     if not args.verbose:
         for name in ("ray", "ray.tune", "ray.train"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -240,7 +242,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         # Also lets Tune keep that many trials pending: with a custom searcher it otherwise
         # starts one trial at a time.
         max_concurrent_trials=max_concurrent,
-        reuse_actors=task.reuse_actors,
+        reuse_actors=task.reuse_actors(args),
         trial_dirname_creator=lambda trial: trial.trial_id,
     )
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)

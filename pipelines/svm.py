@@ -54,7 +54,8 @@ def _check(args: argparse.Namespace) -> None:
 def _load(args: argparse.Namespace):
     from trainables.svm import load_data
 
-    return load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv, seed=args.seed)
+    return load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv,
+                     seed=args.split_seed)
 
 
 def _trainable(args: argparse.Namespace, data) -> tuple[Any, dict]:
@@ -89,7 +90,7 @@ TASK = Task(
     evaluate=_evaluate,
     summary=_summary,
     # Trials take a fraction of a second: paying one actor start per trial would dominate.
-    reuse_actors=True,
+    reuse_actors=lambda args: True,
     extra_info=lambda args, data: {"data": data.describe()},
 )
 
