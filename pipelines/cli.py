@@ -36,24 +36,23 @@ class OneLineParser(argparse.ArgumentParser):
         fail(f"{message} (see --help)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int, meaning: str):
+    """An argparse type for whole numbers >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {meaning}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+positive_int = _int_at_least(1, "at least 1")
+non_negative_int = _int_at_least(0, "0 or more")
 
 
 def _reduction_factor(text: str) -> float:
@@ -82,28 +81,28 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
                         help="search algorithm (default: grid)")
     search.add_argument("--space", default=default_space,
                         help=f"search-space module name or path/to/file.py (default: {default_space})")
-    search.add_argument("--num-samples", type=_positive_int, default=20,
+    search.add_argument("--num-samples", type=positive_int, default=20,
                         help="trials for --algo random and bayesopt (default: 20)")
-    search.add_argument("--seed", type=_non_negative_int, default=0,
+    search.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the search (random draws, the BO searcher) (default: 0)")
-    search.add_argument("--max-concurrent", type=_positive_int, default=None,
+    search.add_argument("--max-concurrent", type=positive_int, default=None,
                         help="cap on trials running at once (default: what the cluster's resources allow)")
-    search.add_argument("--bo-init", type=_positive_int, default=None,
+    search.add_argument("--bo-init", type=positive_int, default=None,
                         help="bayesopt: random points before the model takes over (default: by dimension)")
     search.add_argument("--warm-start", default=None, metavar="TRIALS_PARQUET",
                         help="bayesopt: seed the model with an earlier experiment's trials.parquet")
     sched = parser.add_argument_group("early stopping")
     sched.add_argument("--scheduler", choices=SCHEDULERS, default="fifo",
                        help="fifo runs every trial to the end; asha stops poor ones early (default: fifo)")
-    sched.add_argument("--grace-period", type=_positive_int, default=1,
+    sched.add_argument("--grace-period", type=positive_int, default=1,
                        help="asha: reports (epochs or fidelity levels) before a trial can be stopped (default: 1)")
     sched.add_argument("--reduction-factor", type=_reduction_factor, default=3.0,
                        help="asha: keep the top 1/factor at each rung (default: 3, as HalvingGridSearchCV)")
-    sched.add_argument("--max-t", type=_positive_int, default=None,
+    sched.add_argument("--max-t", type=positive_int, default=None,
                        help="asha: the most reports a trial makes (default: the task's full budget)")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default=None, help="dataset name or path (see the pipeline's help)")
-    data.add_argument("--split-seed", type=_non_negative_int, default=0,
+    data.add_argument("--split-seed", type=non_negative_int, default=0,
                       help="seed of the held-out test split, kept apart from --seed so runs with "
                            "different search seeds are scored on the same test rows (default: 0)")
     out = parser.add_argument_group("output and cluster")
@@ -116,7 +115,7 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
                      help="continue the experiment --name from where it stopped")
     out.add_argument("--address", default=None,
                      help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
-    out.add_argument("--num-cpus", type=_positive_int, default=None,
+    out.add_argument("--num-cpus", type=positive_int, default=None,
                      help="CPUs for a local Ray (default: all of this machine's)")
     out.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress")
     return parser

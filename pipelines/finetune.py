@@ -181,17 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "downloaded only when online) or 'none'")
     model.add_argument("--data-root", default=None,
                        help="where torchvision datasets live (MNIST, FashionMNIST, CIFAR10; default ./data)")
-    model.add_argument("--epochs", type=cli._positive_int, default=6, help="epochs per trial (default: 6)")
+    model.add_argument("--epochs", type=cli.positive_int, default=6, help="epochs per trial (default: 6)")
     model.add_argument("--no-baseline", action="store_true", help="skip the SVM baseline")
     res = parser.add_argument_group("resources")
-    res.add_argument("--workers-per-trial", type=cli._positive_int, default=1,
+    res.add_argument("--workers-per-trial", type=cli.positive_int, default=1,
                      help="data-parallel workers per trial; above 1 each trial is a Ray Train "
                           "TorchTrainer with DDP (default: 1)")
     res.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default: 0)")
     res.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default: 1)")
-    res.add_argument("--keep-checkpoints", type=cli._positive_int, default=2,
+    res.add_argument("--keep-checkpoints", type=cli.positive_int, default=2,
                      help="checkpoints kept per trial, best by val_accuracy (default: 2)")
-    res.add_argument("--max-failures", type=cli._non_negative_int, default=1,
+    res.add_argument("--max-failures", type=cli.non_negative_int, default=1,
                      help="restarts of a failed trial from its last checkpoint (default: 1)")
     parser.set_defaults(dataset=None)
     parser._option_string_actions["--dataset"].help = (

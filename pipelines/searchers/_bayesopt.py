@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 from bayes_opt import BayesianOptimization, acquisition
 from ray.tune.search import Searcher
 
+from pipelines.searchers._state import PickledState
 from search_spaces.space import Categorical, Fixed, Float, Int, Space, SpaceError
 
 __all__ = ["BayesOptSearcher", "default_n_init", "warm_start_from_parquet"]
@@ -137,7 +137,7 @@ class _BayesOptBox:
         return x
 
 
-class BayesOptSearcher(Searcher):
+class BayesOptSearcher(PickledState, Searcher):
     """Gaussian-process Bayesian optimization over a Space, for Ray Tune.
 
     Parameters
@@ -373,14 +373,6 @@ class BayesOptSearcher(Searcher):
         self._n_suggested = state["n_suggested"]
         self._n_warm = state["n_warm"]
         self._n_skipped = state["n_skipped"]
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
 
     # --- the model -----------------------------------------------------------------------------
     def _model_suggestion(self) -> dict[str, Any]:

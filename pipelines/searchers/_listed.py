@@ -10,10 +10,11 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from pipelines.searchers._state import PickledState
 from search_spaces.space import Space
 
 
-class ListedSearcher(Searcher):
+class ListedSearcher(PickledState, Searcher):
     """Suggest ``configs`` one after another, then finish.
 
     Parameters
@@ -54,15 +55,3 @@ class ListedSearcher(Searcher):
     def set_state(self, state: dict[str, Any]) -> None:
         self._configs = state["configs"]
         self._next = state["next"]
-
-    def save(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        import pickle
-
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
