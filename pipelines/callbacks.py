@@ -58,7 +58,15 @@ def _checkpoint_path(trial: Any) -> str | None:
         checkpoint = trial.checkpoint
     except Exception:
         return None
-    return getattr(checkpoint, "path", None) if checkpoint is not None else None
+    if checkpoint is None:
+        return None
+    path = getattr(checkpoint, "path", None)
+    fs = getattr(checkpoint, "filesystem", None)
+    if path and "://" not in path and fs is not None and fs.type_name in ("s3", "gcs"):
+        # storage: Tune's path is relative to its object-store filesystem ("bucket/key");
+        # record the URI, which pandas users and evaluate_checkpoint can open as it is.
+        return f"{'gs' if fs.type_name == 'gcs' else 's3'}://{path}"
+    return path
 
 
 def _error_text(trial: Any) -> str:

@@ -304,6 +304,11 @@ class ResultsWriter:
 
     def load_journal(self) -> int:
         """Reload finished trials from an earlier run's journal (for --resume); returns count."""
+        if not self.storage.is_local and self.storage.exists(self.experiment, JOURNAL_FILE):
+            # storage: on an object store the journal is kept in a local temp file and uploaded
+            # at each flush; a resumed run starts from the uploaded copy.
+            with open(self._journal_path, "wb") as f:
+                f.write(self.storage.read_bytes(f"{self.experiment}/{JOURNAL_FILE}"))
         if not os.path.exists(self._journal_path):
             return 0
         with open(self._journal_path, encoding="utf-8") as f:

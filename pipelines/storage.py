@@ -1,6 +1,20 @@
 """Where an experiment's files live: a local directory or an object store, through pyarrow.
 
 Tune's storage_path, trial checkpoints and the Parquet results all go through one ``Storage``.
+
+An object store is named by a URI (``s3://bucket/prefix``, ``gs://bucket/prefix``, any scheme
+``pyarrow.fs.FileSystem.from_uri`` knows). For S3 the usual AWS settings apply, read the way the
+AWS CLI and boto3 read them, so one environment serves every tool:
+
+- credentials: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``~/.aws``, or the EC2 instance
+  profile (what ``cluster.yaml`` gives every node);
+- ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``: an S3-compatible server other than AWS
+  (MinIO, Ceph, moto), e.g. ``http://127.0.0.1:9000``;
+- ``AWS_REGION`` or ``AWS_DEFAULT_REGION``; without either, AWS buckets have their region
+  looked up.
+
+The filesystem object is handed to Tune whole, and Tune pickles it to every trial on every node,
+so workers write checkpoints to the same place with the same endpoint and region.
 """
 
 from __future__ import annotations
@@ -8,6 +22,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
@@ -23,6 +38,11 @@ class Storage:
     ----------
     uri : str
         A local path (relative or absolute) or a URI such as ``s3://bucket/prefix``.
+
+    Raises
+    ------
+    StorageError
+        The URI names no usable filesystem (unknown scheme, no bucket, a query string).
     """
 
     def __init__(self, uri: str):
@@ -33,10 +53,7 @@ class Storage:
             self.fs: pafs.FileSystem = pafs.LocalFileSystem()
             self.root = os.path.abspath(os.path.expanduser(path))
         else:
-            try:
-                self.fs, self.root = _filesystem_from_uri(uri)
-            except Exception as exc:
-                raise StorageError(f"storage '{uri}' cannot be opened: {exc}") from None
+            self.fs, self.root = _filesystem_from_uri(uri)
         self.root = self.root.rstrip("/") or "/"
 
     @property
@@ -54,7 +71,12 @@ class Storage:
         return posixpath.join(self.uri.rstrip("/"), *parts)
 
     def check_writable(self) -> None:
-        """Fail early, with one line, if nothing can be written under the root."""
+        """Fail early, with one line, if nothing can be written under the root.
+
+        On an object store an empty probe object is written under the root and deleted: listing
+        a prefix succeeds on a missing bucket or with read-only credentials, a write does not.
+        (pyarrow leaves the root's empty folder marker behind, as after any delete.)
+        """
         if self.is_local:
             probe = self.root
             while not os.path.exists(probe):
@@ -62,10 +84,13 @@ class Storage:
             if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
                 raise StorageError(f"output '{self.uri}' is not a writable directory")
             return
+        probe = self.path(f".write-probe-{uuid.uuid4().hex}")
         try:
-            self.fs.get_file_info(self.root)
+            with self.fs.open_output_stream(probe) as f:
+                f.write(b"")
+            self.fs.delete_file(probe)
         except Exception as exc:
-            raise StorageError(f"storage '{self.uri}' cannot be reached: {exc}") from None
+            raise StorageError(f"storage '{self.uri}' is not writable: {_one_line(exc)}") from None
 
     def exists(self, *parts: str) -> bool:
         info = self.fs.get_file_info(self.path(*parts))
@@ -101,19 +126,45 @@ class Storage:
         return self.root, self.fs
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def _filesystem_from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
-    if uri.startswith("s3://"):
-        # An S3-compatible server other than AWS (MinIO, moto, Ceph) is named by the standard
-        # AWS_ENDPOINT_URL variable, which pyarrow does not read on its own.
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        bucket_path = uri[len("s3://"):]
-        kwargs = {}
-        if endpoint:
-            scheme, _, host = endpoint.partition("://")
-            kwargs["endpoint_override"] = host or scheme
-            kwargs["scheme"] = scheme if host else "https"
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if region:
-            kwargs["region"] = region
-        return pafs.S3FileSystem(**kwargs), bucket_path
-    return pafs.FileSystem.from_uri(uri)
+    parts = urlsplit(uri)
+    if parts.query or parts.fragment:
+        # The root is joined with experiment and trial folders; a query string cannot follow.
+        raise StorageError(f"storage '{uri}' must not carry '?' options; "
+                           "set AWS_ENDPOINT_URL / AWS_REGION in the environment instead")
+    if parts.scheme in ("s3", "s3a"):
+        bucket = parts.netloc
+        if not bucket:
+            raise StorageError(f"storage '{uri}' names no bucket (expected s3://bucket/prefix)")
+        try:
+            return _s3_filesystem(bucket), posixpath.join(bucket, parts.path.strip("/"))
+        except Exception as exc:
+            raise StorageError(f"storage '{uri}' cannot be opened: {_one_line(exc)}") from None
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as exc:
+        raise StorageError(f"storage '{uri}' cannot be opened: {_one_line(exc)}") from None
+
+
+def _s3_filesystem(bucket: str) -> pafs.S3FileSystem:
+    """An S3FileSystem configured from the standard AWS environment variables.
+
+    pyarrow reads the credentials itself but not the endpoint variables, and its region
+    lookup for a URI calls AWS; both are settled here.
+    """
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if endpoint:
+        ep = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        # Any region signs requests for a self-hosted server; us-east-1 is what they expect.
+        return pafs.S3FileSystem(endpoint_override=ep.netloc, scheme=ep.scheme,
+                                 region=region or "us-east-1")
+    if region:
+        return pafs.S3FileSystem(region=region)
+    # A bucket lives in one region; asking for it avoids redirects on every request.
+    return pafs.S3FileSystem(region=pafs.resolve_s3_region(bucket))

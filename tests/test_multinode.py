@@ -1,0 +1,210 @@
+"""A real two-node Ray cluster on this machine, token authentication on, shared S3 storage.
+
+Each node is its own `ray start` (as cluster.yaml's start commands run them), with one CPU, so
+two concurrent trials can only run on two different nodes. The pipelines join it with
+--address as a subprocess, the way a job on the cluster head does, and write to the S3 server
+on 127.0.0.1, which every node reaches the same way. trials.parquet's node_id column then says
+where each trial ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tests.helpers import REPO, run_module, tiny_svm_space
+from tests.s3_server import free_port
+
+pytestmark = pytest.mark.ray
+
+_NODES_UP = """
+import json, sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+deadline = time.monotonic() + float(sys.argv[3])
+while True:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    if len(alive) >= int(sys.argv[2]) or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+print(json.dumps(sorted(n["NodeID"] for n in alive)))
+"""
+
+
+class LocalRayCluster:
+    """A head and ``workers`` more nodes, each a ``ray start --block`` of its own.
+
+    Every port is picked free, and the session lives in a private temp dir, so a cluster that
+    another test (or person) runs on this machine is neither joined nor disturbed.
+    """
+
+    def __init__(self, env: dict[str, str], workers: int = 1, cpus_per_node: int = 1):
+        # A short root: Ray's Unix sockets live under it and paths are capped at 107 bytes.
+        self.temp_dir = tempfile.mkdtemp(prefix="rmn", dir="/tmp")
+        token_path = os.path.join(self.temp_dir, "auth_token")
+        with open(token_path, "w") as f:
+            f.write(secrets.token_hex(32))
+        # Token auth on, as cluster.yaml sets it on every node; clients find the same token.
+        self.env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path,
+                    "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env.pop("RAY_ADDRESS", None)
+        self.env.pop("RAY_AUTH_TOKEN", None)
+        self.address = f"127.0.0.1:{free_port()}"
+        self._procs: list[subprocess.Popen] = []
+        try:
+            self._start("--head", f"--port={self.address.split(':')[1]}",
+                        f"--temp-dir={self.temp_dir}", "--include-dashboard=false",
+                        f"--ray-client-server-port={free_port()}", cpus=cpus_per_node)
+            for _ in range(workers):
+                self._start(f"--address={self.address}", cpus=cpus_per_node)
+            self.node_ids = self._wait_for_nodes(1 + workers, timeout=180)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start(self, *args: str, cpus: int) -> None:
+        ports = [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+                 f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                 f"--dashboard-agent-listen-port={free_port()}",
+                 f"--dashboard-agent-grpc-port={free_port()}"]
+        log = open(os.path.join(self.temp_dir, f"node{len(self._procs)}.log"), "w")
+        self._procs.append(subprocess.Popen(
+            ["ray", "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+             "--num-gpus=0", *ports, *args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+        log.close()
+
+    def _wait_for_nodes(self, count: int, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a ray start exited ({proc.returncode}):\n{self.logs()}")
+            left = deadline - time.monotonic()
+            probe = subprocess.run([sys.executable, "-c", _NODES_UP, self.address, str(count),
+                                    str(max(left, 1))], env=self.env, capture_output=True,
+                                   text=True, timeout=max(left, 1) + 60)
+            if probe.returncode == 0:
+                ids = json.loads(probe.stdout.strip().splitlines()[-1])
+                if len(ids) >= count:
+                    return ids
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} nodes not up in {timeout:.0f} s: "
+                                   f"{probe.stdout}{probe.stderr[-2000:]}\n{self.logs()}")
+            time.sleep(1)
+
+    def logs(self) -> str:
+        out = []
+        for name in sorted(os.listdir(self.temp_dir)):
+            if name.endswith(".log"):
+                with open(os.path.join(self.temp_dir, name), errors="replace") as f:
+                    out.append(f"--- {name}\n{f.read()[-3000:]}")
+        return "\n".join(out)
+
+    def shutdown(self) -> None:
+        """Stop what this cluster started, and only that: its ray start processes, then any
+        process still running from its private session directory."""
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pid in _pids_mentioning(self.temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server):
+    # The nodes get the S3 settings as cluster nodes get them from their instance profile:
+    # trials on any node write checkpoints to the same bucket.
+    c = LocalRayCluster(s3_server.env(PYTHONPATH=REPO), workers=1, cpus_per_node=1)
+    yield c
+    c.shutdown()
+
+
+def test_cluster_really_uses_token_auth(cluster):
+    # A client without the token is refused: the cluster is not open to anyone who can reach it.
+    env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = "0" * 64
+    proc = subprocess.run(
+        [sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1]); print('joined')",
+         cluster.address], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "joined" not in proc.stdout
+    assert len(cluster.node_ids) == 2
+
+
+def test_svm_trials_run_on_both_nodes_and_land_in_shared_storage(cluster, s3_server, tmp_path):
+    bucket = s3_server.create_bucket("multinode")
+    space = tiny_svm_space(tmp_path / "space.py", grid=(0.01, 0.03, 0.1, 1.0, 10.0, 100.0))
+    uri = f"s3://{bucket}/runs"
+    proc = run_module("pipelines.svm", "--address", cluster.address, "--space", space,
+                      "--dataset", "iris", "--storage", uri, "--name", "mn", env=cluster.env,
+                      cwd=str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"on {cluster.address}" in proc.stderr
+
+    trials = s3_server.read_parquet(bucket, "runs/mn/trials.parquet")
+    assert len(trials) == 6 and (trials["status"] == "finished").all()
+    # Two one-CPU nodes and two trials at a time: both nodes must have run trials, and no
+    # trial ran anywhere but on this cluster's nodes.
+    assert set(trials["node_id"]) == set(cluster.node_ids), (trials["node_id"], cluster.node_ids)
+    keys = s3_server.keys(bucket, "runs/mn/")
+    assert "runs/mn/tuner.pkl" in keys and "runs/mn/epochs.parquet" in keys
+    assert not (tmp_path / "results").exists()
+
+
+def test_finetune_checkpoints_from_both_nodes_land_in_shared_storage(cluster, s3_server, tmp_path):
+    bucket = s3_server.create_bucket("multinode-ft")
+    uri = f"s3://{bucket}/ft"
+    proc = run_module("pipelines.finetune", "--address", cluster.address, "--storage", uri,
+                      "--name", "ft", "--algo", "random", "--num-samples", "2", "--epochs", "1",
+                      "--no-baseline", env=cluster.env, cwd=str(tmp_path), timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    trials = s3_server.read_parquet(bucket, "ft/ft/trials.parquet")
+    assert len(trials) == 2 and (trials["status"] == "finished").all()
+    # Fine-tuning trials do not report node_id (yet); they ran on both nodes all the same: each
+    # holds one CPU-trial at a time, and the two trials' lifetimes overlap.
+    first, second = trials.sort_values("start_time").to_dict("records")
+    assert second["start_time"] < first["end_time"], trials[["start_time", "end_time"]]
+    keys = s3_server.keys(bucket, "ft/ft/")
+    # Each trial's checkpoint was uploaded from its own node into the experiment's prefix.
+    for trial_id in trials["trial_id"]:
+        assert any(k.startswith(f"ft/ft/{trial_id}/checkpoint_") for k in keys), (trial_id, keys)
+    # The checkpoint column names the object-store URI, which the driver opened to score the
+    # best trial (best_model.pt below).
+    assert trials["checkpoint"].str.startswith(f"s3://{bucket}/ft/ft/").all(), trials["checkpoint"]
+    assert "ft/ft/best_model.pt" in keys

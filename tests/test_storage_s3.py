@@ -1,0 +1,162 @@
+"""--storage s3://... against a real S3-compatible server on 127.0.0.1 (moto, its own process).
+
+Nothing is mocked: the pipeline runs as a subprocess that finds the server through
+AWS_ENDPOINT_URL, as it would find MinIO or AWS; the results are read back with boto3.
+"""
+
+import json
+import pickle
+import time
+
+import pyarrow.fs as pafs
+import pytest
+
+from pipelines.storage import Storage, StorageError
+from tests.helpers import run_module, tiny_svm_space
+from tests.s3_server import free_port
+
+
+def _use(monkeypatch, server):
+    for key, value in server.env().items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+
+
+# --- the Storage class on its own (fast) -----------------------------------------------------
+
+def test_storage_round_trip_through_the_server(s3_server, monkeypatch):
+    _use(monkeypatch, s3_server)
+    bucket = s3_server.create_bucket()
+    storage = Storage(f"s3://{bucket}/runs/team-a/")
+    assert not storage.is_local
+    assert storage.root == f"{bucket}/runs/team-a"
+    assert storage.uri_of("exp", "trials.parquet") == f"s3://{bucket}/runs/team-a/exp/trials.parquet"
+    storage.check_writable()
+    storage.write_bytes("exp/experiment.json", b'{"a": 1}')
+    assert storage.exists("exp", "experiment.json")
+    assert not storage.exists("exp", "missing.json")
+    assert storage.read_bytes("exp/experiment.json") == b'{"a": 1}'
+    # Written where boto3 sees it; the writability probe is gone (pyarrow keeps an empty
+    # "runs/team-a/" marker when it deletes the last object of a folder).
+    assert set(s3_server.keys(bucket)) - {"runs/team-a/"} == {"runs/team-a/exp/experiment.json"}
+
+
+def test_tune_gets_a_filesystem_that_still_finds_the_server_after_pickling(s3_server, monkeypatch):
+    # Tune pickles storage_filesystem to every trial, on every node: the endpoint must travel
+    # inside the object, not in the driver's environment.
+    _use(monkeypatch, s3_server)
+    bucket = s3_server.create_bucket()
+    storage = Storage(f"s3://{bucket}/p")
+    path, fs = storage.tune_storage()
+    assert path == f"{bucket}/p" and isinstance(fs, pafs.S3FileSystem)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    clone = pickle.loads(pickle.dumps(fs))
+    with clone.open_output_stream(f"{path}/from-a-worker") as f:
+        f.write(b"checkpoint")
+    assert s3_server.read_bytes(bucket, "p/from-a-worker") == b"checkpoint"
+
+
+def test_s3_specific_endpoint_variable_wins(s3_server, monkeypatch):
+    _use(monkeypatch, s3_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing there
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint)
+    bucket = s3_server.create_bucket()
+    Storage(f"s3://{bucket}/x").check_writable()
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("s3:///prefix", "names no bucket"),
+    ("s3://bucket/prefix?region=us-east-1", "must not carry '.' options"),
+    ("nosuchscheme://bucket/prefix", "cannot be opened"),
+])
+def test_malformed_uris_are_refused_with_one_line(uri, expected, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StorageError, match=expected) as info:
+        Storage(uri).check_writable()
+    assert "\n" not in str(info.value)
+
+
+# --- the pipeline end to end ----------------------------------------------------------------
+
+def _assert_one_line_exit_2_before_ray(proc, *fragments):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: storage "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    # The runner announces "N trials ... on a local Ray" just before starting Ray.
+    assert "trials (" not in proc.stderr and proc.stdout == ""
+
+
+def test_missing_bucket_fails_before_ray_starts(s3_server, tmp_path):
+    space = tiny_svm_space(tmp_path / "space.py")
+    started = time.monotonic()
+    proc = run_module("pipelines.svm", "--space", space, "--dataset", "iris",
+                      "--storage", "s3://no-such-bucket/prefix", "--name", "x",
+                      env=s3_server.env(), timeout=120)
+    _assert_one_line_exit_2_before_ray(proc, "s3://no-such-bucket/prefix", "not writable",
+                                       "bucket does not exist")
+    assert time.monotonic() - started < 60
+    assert "no-such-bucket" not in [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]
+
+
+def test_unreachable_endpoint_fails_before_ray_starts(s3_server, tmp_path):
+    space = tiny_svm_space(tmp_path / "space.py")
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc = run_module("pipelines.svm", "--space", space, "--dataset", "iris",
+                      "--storage", "s3://bucket/prefix", "--name", "x",
+                      env=s3_server.env(AWS_ENDPOINT_URL=dead), timeout=120)
+    _assert_one_line_exit_2_before_ray(proc, "s3://bucket/prefix", "127.0.0.1")
+
+
+@pytest.mark.ray
+def test_svm_pipeline_writes_everything_under_the_s3_prefix(s3_server, tmp_path):
+    bucket = s3_server.create_bucket("results")
+    space = tiny_svm_space(tmp_path / "space.py")  # linear kernel, C in {0.1, 1, 10}
+    uri = f"s3://{bucket}/team/tuning"
+    proc = run_module("pipelines.svm", "--space", space, "--dataset", "iris",
+                      "--storage", uri, "--name", "s3run", "--num-cpus", "2",
+                      env=s3_server.env(), cwd=str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"results      {uri}/s3run/" in proc.stdout
+
+    keys = s3_server.keys(bucket)
+    prefix = "team/tuning/s3run/"
+    # Everything under the prefix, apart from the empty folder markers of its parents.
+    assert [k for k in keys if not k.startswith(prefix)] == ["team/", "team/tuning/"], keys
+    names = {k[len(prefix):] for k in keys if k.startswith(prefix)}
+    # The product's files ...
+    assert {"trials.parquet", "epochs.parquet", "experiment.json", "trials.journal.jsonl"} <= names
+    # ... and Tune's own experiment state, under the same prefix (what --resume reads).
+    assert "tuner.pkl" in names
+    assert any(n.startswith("experiment_state-") and n.endswith(".json") for n in names), names
+    assert not any(".write-probe-" in n for n in names)
+    # Nothing was written to a local ./results beside the run.
+    assert not (tmp_path / "results").exists()
+
+    trials = s3_server.read_parquet(bucket, "team/tuning/s3run/trials.parquet")
+    assert len(trials) == 3
+    assert (trials["status"] == "finished").all()
+    assert sorted(trials["param_C"]) == [0.1, 1.0, 10.0]
+    assert trials["cv_accuracy"].between(0.5, 1.0).all()
+    assert trials["node_id"].notna().all()
+    epochs = s3_server.read_parquet(bucket, "team/tuning/s3run/epochs.parquet")
+    assert set(epochs["trial_id"]) == set(trials["trial_id"])
+    info = json.loads(s3_server.read_bytes(bucket, "team/tuning/s3run/experiment.json"))
+    assert info["status"] == "finished" and info["counts"]["finished"] == 3
+
+    # The same name again is refused before Ray starts: the check reads the object store.
+    again = run_module("pipelines.svm", "--space", space, "--dataset", "iris",
+                       "--storage", uri, "--name", "s3run", env=s3_server.env(), timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr, again.stderr
+
+    # --resume restores Tune from the prefix and keeps the finished trials' rows (the journal
+    # comes back from the object store, not from the first run's local temp folder).
+    resumed = run_module("pipelines.svm", "--space", space, "--dataset", "iris",
+                         "--storage", uri, "--name", "s3run", "--num-cpus", "2", "--resume",
+                         env=s3_server.env(), cwd=str(tmp_path), timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming: 3 finished trials kept" in resumed.stderr
+    after = s3_server.read_parquet(bucket, "team/tuning/s3run/trials.parquet")
+    assert sorted(after["trial_id"]) == sorted(trials["trial_id"])
