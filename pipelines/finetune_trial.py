@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pipelines.tune_adapter import node_info
 from trainables.finetune import (
     CHECKPOINT_FILE,
     evaluate_split,
@@ -77,7 +78,15 @@ class TuneSession(Session):
         checkpoint = None
         if checkpoint_dir is not None:
             checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir)
-        ray.tune.report(dict(metrics), checkpoint=checkpoint)
+        ray.tune.report({**metrics, **self._where}, checkpoint=checkpoint)
+
+    @property
+    def _where(self) -> dict[str, str]:
+        # The Ray node for trials.parquet's node_id column (hostname and IP are shared by
+        # several nodes on one host).
+        if not hasattr(self, "_node"):
+            self._node = node_info()
+        return self._node
 
     def get_checkpoint_dir(self):
         import ray.tune

@@ -183,7 +183,15 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
 
     level = logging.INFO if args.verbose else logging.ERROR
     if args.address:
-        ray.init(address=args.address, logging_level=level, log_to_driver=args.verbose)
+        try:
+            ray.init(address=args.address, logging_level=level, log_to_driver=args.verbose)
+        except Exception as exc:
+            hint = ""
+            if "auth" in str(exc).lower() or not os.environ.get("RAY_AUTH_MODE"):
+                hint = ("; a cluster with token authentication also needs RAY_AUTH_MODE=token "
+                        "and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            cli.fail(f"cannot connect to Ray at {args.address}: {first}{hint}")
     else:
         # address="local": always a fresh local Ray, never a cluster someone else started here.
         ray.init(address="local", num_cpus=args.num_cpus,

@@ -168,12 +168,15 @@ class TrainSession(Session):
         self._resume_from = resume_from
 
     def report(self, metrics, checkpoint_dir=None):
+        import ray
         import ray.train
 
         checkpoint = None
         if checkpoint_dir is not None and self.is_chief:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        ray.train.report(dict(metrics), checkpoint=checkpoint)
+        # Rank 0's node goes to trials.parquet's node_id (TuneReportCallback forwards rank 0).
+        where = {"node_id": ray.get_runtime_context().get_node_id()}
+        ray.train.report({**metrics, **where}, checkpoint=checkpoint)
 
     def get_checkpoint_dir(self):
         import ray.train
