@@ -141,26 +141,41 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
     warm_start = None
     if args.warm_start:
         try:
-            from pipelines.searchers._bayesopt import warm_start_from_parquet
+            from pipelines.searchers._bayesopt_box import warm_start_from_parquet
 
             warm_start = warm_start_from_parquet(args.warm_start, space, task.metrics.metric)
         except (SpaceError, ValueError, OSError) as exc:
             cli.fail(f"--warm-start: {exc}")
-    from pipelines.searchers import make_searcher
-
+    # Check the space serves the algorithm with pure code; the Searcher itself (Ray Tune's
+    # import, seconds) is built while Ray starts.
     try:
-        searcher, num_trials = make_searcher(
-            args.algo, space, metric=task.metrics.metric, mode=task.metrics.mode,
-            seed=args.seed, num_samples=args.num_samples, bo_init=args.bo_init,
-            warm_start=warm_start,
-        )
+        if args.algo == "grid":
+            num_trials = len(space.grid())
+        else:
+            num_trials = args.num_samples
+            if args.algo == "bayesopt":
+                from pipelines.searchers._bayesopt_box import BayesOptBox
+
+                BayesOptBox(space)
     except SpaceError as exc:
         cli.fail(f"space '{args.space}' cannot be used with --algo {args.algo}: {exc}")
     if args.scheduler == "asha":
         max_t = args.max_t or task.max_t(args)
         if args.grace_period > max_t:
             cli.fail(f"--grace-period ({args.grace_period}) exceeds --max-t ({max_t})")
-    return Prepared(args, space, storage, searcher, num_trials, warm_start, flags)
+    return Prepared(args, space, storage, None, num_trials, warm_start, flags)
+
+
+def build_searcher(task: Task, prep: Prepared) -> None:
+    """Build the Searcher (imports Ray Tune); the space was already checked by ``prepare``."""
+    from pipelines.searchers import make_searcher
+
+    args = prep.args
+    prep.searcher, prep.num_trials = make_searcher(
+        args.algo, prep.space, metric=task.metrics.metric, mode=task.metrics.mode,
+        seed=args.seed, num_samples=args.num_samples, bo_init=args.bo_init,
+        warm_start=prep.warm_start,
+    )
 
 
 def quiet_ray(verbose: bool) -> None:
@@ -291,6 +306,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
     def load() -> None:
         try:
             loaded["data"] = task.load(args)
+            build_searcher(task, prep)
+            import pipelines.callbacks  # noqa: F401  (Ray Tune's import, off the critical path)
         except BaseException as exc:  # re-raised on the main thread
             loaded["error"] = exc
 
