@@ -65,7 +65,7 @@ def _trainable(args: argparse.Namespace, data) -> tuple[Any, dict]:
     from trainables.svm import svm_trial
 
     return tune.with_parameters(report_each(svm_trial), data=data,
-                                fidelities=fidelities(args)), {"CPU": 1}
+                                fidelities=fidelities(args)), {"CPU": args.cpus_per_trial}
 
 
 def _evaluate(args: argparse.Namespace, data, best: dict) -> dict:
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.base_parser("python -m pipelines.svm", __doc__.splitlines()[0], default_space="svm")
     parser.add_argument("--target", default=None, help="label column of a CSV/Parquet --dataset")
     parser.add_argument("--cv", type=int, default=3, help="CV folds on the train split (default: 3)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0,
+                        help="CPUs one trial reserves; libsvm uses one core (default: 1)")
     parser.add_argument("--test-size", type=float, default=0.2,
                         help="held-out test fraction (default: 0.2)")
     return parser
@@ -108,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cv < 2:
         cli.fail(f"--cv must be at least 2, got {args.cv}")
+    if not args.cpus_per_trial > 0:
+        cli.fail(f"--cpus-per-trial must be above 0, got {args.cpus_per_trial}")
     if not 0 < args.test_size < 1:
         cli.fail(f"--test-size must be between 0 and 1, got {args.test_size}")
     args = cli.finish_args(args, "svm")
