@@ -29,11 +29,14 @@ import pandas as pd
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(task: str, scheduler: str, n: int, seed: int, out: str, epochs: int) -> dict:
+def run(task: str, scheduler: str, n: int, seed: int, out: str, epochs: int,
+        reduction_factor: float | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=REPO)
     env.pop("RAY_ADDRESS", None)
     name = f"{scheduler}-{seed}"
     extra = ["--epochs", str(epochs), "--no-baseline"] if task == "finetune" else []
+    if reduction_factor is not None:
+        extra += ["--reduction-factor", str(reduction_factor)]
     proc = subprocess.run([sys.executable, "-m", f"pipelines.{task}", "--algo", "random",
                            "--num-samples", str(n), "--seed", str(seed), "--scheduler", scheduler,
                            "--output", out, "--name", name, *extra],
@@ -59,13 +62,15 @@ def main() -> None:
     parser.add_argument("--task", choices=("svm", "finetune"), default="svm")
     parser.add_argument("--num-samples", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=9, help="finetune: epochs per trial")
+    parser.add_argument("--reduction-factor", type=float, default=None,
+                        help="ASHA's reduction factor (default: the pipeline's, 3)")
     parser.add_argument("--seeds", default="0,1")
     args = parser.parse_args()
     out = tempfile.mkdtemp(prefix="bench-asha-")
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         fifo = run(args.task, "fifo", args.num_samples, seed, out, args.epochs)
-        asha = run(args.task, "asha", args.num_samples, seed, out, args.epochs)
+        asha = run(args.task, "asha", args.num_samples, seed, out, args.epochs, args.reduction_factor)
         rows.append({
             "task": args.task, "seed": seed, "trials": args.num_samples,
             "fifo_work": fifo["work"], "asha_work": asha["work"],

@@ -112,7 +112,12 @@ def main() -> None:
             })
             print(json.dumps(rows[-1]), flush=True)
     print()
-    print(pd.DataFrame(rows).to_string(index=False))
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    if args.repeats > 1:
+        print("\nmedians over repeats:")
+        print(table.groupby("case", sort=False)[["sklearn_s", "ours_s", "ratio", "fixed_s",
+                                                "per_trial_overhead_ms"]].median().to_string())
     print("\nratio = our whole process / GridSearchCV's whole process (targets: svm <= 1.6, "
           "svm_fine <= 1.2); fixed_s = imports, Ray start/stop, data, refit; "
           f"per_trial_overhead_ms = (tune_s x {cores} cores - time inside trials) / trials")
