@@ -28,6 +28,7 @@ from typing import Any
 from pipelines import cli
 from pipelines.results import (
     EXPERIMENT_FILE,
+    SCHEMA_VERSION,
     STATUS_ERROR,
     STATUS_STOPPED,
     MetricColumns,
@@ -330,7 +331,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
     info: dict[str, Any] = {
         "name": args.name,
         "task": task.name,
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "status": "running",
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
         "algorithm": args.algo,
@@ -338,7 +339,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         "seed": args.seed,
         "metrics": task.metrics.to_dict(),
         "space": space.to_dict(),
-        "flags": {k: v for k, v in prep.flags.items()},
+        "flags": dict(prep.flags),
         "argv": sys.argv[1:],
         "packages": package_versions(),
         **task.extra_info(args, data),

@@ -96,9 +96,6 @@ class Storage:
         info = self.fs.get_file_info(self.path(*parts))
         return info.type != pafs.FileType.NotFound
 
-    def makedirs(self, *parts: str) -> None:
-        self.fs.create_dir(self.path(*parts), recursive=True)
-
     def write_bytes(self, relpath: str, data: bytes) -> None:
         """Write a whole file; on a local disk readers never see it half-written."""
         target = self.path(relpath)
