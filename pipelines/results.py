@@ -69,6 +69,11 @@ class MetricColumns:
     step: str
     select: str = "last"
 
+    @property
+    def score_column(self) -> str:
+        """The column a trial is ranked by: the last report, or the best one (``best_<metric>``)."""
+        return self.metric if self.select == "last" else f"best_{self.metric}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "mode": self.mode, "step": self.step, "select": self.select,
                 "columns": {k: str(v) for k, v in self.columns.items()}}
@@ -365,7 +370,7 @@ class ResultsWriter:
 
         The earliest wins a tie, as scikit-learn's GridSearchCV does (``best_index_``).
         """
-        key = self.metrics.metric if self.metrics.select == "last" else f"best_{self.metrics.metric}"
+        key = self.metrics.score_column
         rows = [r for r in self.finished_rows() if r["status"] != STATUS_ERROR
                 and r.get(key) is not None and not math.isnan(float(r[key]))]
         if not rows:

@@ -227,7 +227,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     demand = task.demand(args) if task.demand is not None else resources
     max_concurrent = args.max_concurrent or default_concurrency(demand)
     writer.run_info["resources"] = " ".join(
-        f"{k.upper() if k in ('cpu', 'gpu') else k}={_short(float(v))}" for k, v in demand.items() if v
+        f"{k}={_short(v)}" for k, v in ray_resource_names(demand).items() if v
     )
     trainable = tune.with_resources(trainable, resources)
     from pipelines.callbacks import ResultsCallback
@@ -272,6 +272,11 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
+def ray_resource_names(resources: Mapping[str, Any]) -> dict[str, float]:
+    """``tune.with_resources`` takes "cpu"/"gpu" as well as Ray's own "CPU"/"GPU"."""
+    return {k.upper() if k in ("cpu", "gpu") else k: float(v) for k, v in resources.items()}
+
+
 def default_concurrency(resources: Any) -> int:
     """How many trials of this size the cluster holds at once (at least 1)."""
     import ray
@@ -283,9 +288,7 @@ def default_concurrency(resources: Any) -> int:
             for key, value in bundle.items():
                 need[key] = need.get(key, 0.0) + value
     else:
-        need = {k: float(v) for k, v in resources.items()}
-    # tune.with_resources takes "cpu"/"gpu" as well as Ray's "CPU"/"GPU".
-    need = {k.upper() if k in ("cpu", "gpu") else k: v for k, v in need.items()}
+        need = ray_resource_names(resources)
     have = ray.cluster_resources()
     fits = [int(have.get(key, 0.0) // value) for key, value in need.items() if value > 0]
     return max(1, min(fits) if fits else 1)
@@ -400,8 +403,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         "best": None if best is None else {
             "trial_id": best["trial_id"],
             "config": config_from_row(best, space),
-            task.metrics.metric: best.get(task.metrics.metric if task.metrics.select == "last"
-                                          else f"best_{task.metrics.metric}"),
+            task.metrics.metric: best.get(task.metrics.score_column),
             **evaluation,
         },
     })
@@ -419,8 +421,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         print(f"results      {storage.uri_of(args.name)}", file=out)
         return 1
     print(f"best config  {describe_config(config_from_row(best, space))}", file=out)
-    key = metric if task.metrics.select == "last" else f"best_{metric}"
-    print(f"{metric:<12} {best[key]:.4f}", file=out)
+    print(f"{metric:<12} {best[task.metrics.score_column]:.4f}", file=out)
     for key, value in evaluation.items():
         if isinstance(value, float) and key.startswith("test"):
             print(f"{key:<12} {value:.4f}", file=out)

@@ -19,6 +19,9 @@ from pipelines.results import MetricColumns
 from pipelines.runner import Task, config_from_row, run
 from search_spaces.loader import load_space
 
+# Fidelity rungs an ASHA run climbs by default (1/27, 1/9, 1/3, 1 with reduction factor 3).
+DEFAULT_RUNGS = 4
+
 METRICS = MetricColumns(
     metric="cv_accuracy",
     mode="max",
@@ -41,7 +44,7 @@ def fidelities(args: argparse.Namespace) -> tuple[float, ...]:
     """
     if args.scheduler != "asha":
         return (1.0,)
-    rungs = args.max_t or 4
+    rungs = args.max_t or DEFAULT_RUNGS
     return tuple(float(args.reduction_factor) ** -(rungs - 1 - k) for k in range(rungs))
 
 
@@ -86,7 +89,7 @@ TASK = Task(
     check=_check,
     load=_load,
     trainable=_trainable,
-    max_t=lambda args: 4,
+    max_t=lambda args: DEFAULT_RUNGS,
     evaluate=_evaluate,
     summary=_summary,
     # Trials take a fraction of a second: paying one actor start per trial would dominate.
