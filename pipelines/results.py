@@ -221,7 +221,8 @@ class ResultsWriter:
         self.trials_schema = trials_schema(space, metrics)
         self.epochs_schema = epochs_schema(metrics)
         self.trials: dict[str, dict[str, Any]] = {}
-        self.epochs: list[dict[str, Any]] = []
+        # Reports per trial id: a trial's end touches only its own rows, not every trial's.
+        self.epochs: dict[str, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._last_flush = 0.0
         self._flush_seconds = 0.0
@@ -252,7 +253,7 @@ class ResultsWriter:
                     row[f"param_{name}"] = config.get(name)
                 self.trials[trial_id] = row
                 # A restarted trial's earlier reports are replaced by what it reports again.
-                self.epochs = [e for e in self.epochs if e["trial_id"] != trial_id]
+                self.epochs[trial_id] = []
             row.setdefault("start_time", time.time())
 
     def add_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
@@ -267,7 +268,7 @@ class ResultsWriter:
                 if name in result:
                     epoch[name] = result[name]
                     row[name] = result[name]
-            self.epochs.append(epoch)
+            self.epochs.setdefault(trial_id, []).append(epoch)
             row["iterations"] = iteration
             value = _clean(result.get(self.metrics.metric))
             if _is_better(value, row.get(f"best_{self.metrics.metric}"), self.metrics.mode):
@@ -304,7 +305,7 @@ class ResultsWriter:
             self.flush()
 
     def _append_journal(self, row: Mapping[str, Any]) -> None:
-        epochs = [e for e in self.epochs if e["trial_id"] == row["trial_id"]]
+        epochs = self.epochs.get(row["trial_id"], [])
         line = json.dumps({"trial": row, "epochs": epochs}, default=_clean)
         os.makedirs(os.path.dirname(self._journal_path), exist_ok=True)
         with open(self._journal_path, "a", encoding="utf-8") as f:
@@ -331,8 +332,7 @@ class ResultsWriter:
                     continue  # a line cut by a hard kill
                 trial = entry["trial"]
                 self.trials[trial["trial_id"]] = trial
-                self.epochs = [e for e in self.epochs if e["trial_id"] != trial["trial_id"]]
-                self.epochs.extend(entry.get("epochs", []))
+                self.epochs[trial["trial_id"]] = list(entry.get("epochs", []))
         return sum(1 for r in self.trials.values() if r.get("status"))
 
     # --- files ------------------------------------------------------------------------------
@@ -348,7 +348,8 @@ class ResultsWriter:
                 return
             finished = {t for t, r in self.trials.items() if r.get("status")}
             rows = sorted((dict(self.trials[t]) for t in finished), key=lambda r: r["trial_index"])
-            epochs = sorted((dict(e) for e in self.epochs if e["trial_id"] in finished),
+            epochs = sorted((dict(e) for t, reports in self.epochs.items() if t in finished
+                             for e in reports),
                             key=lambda e: (e["trial_index"], e["iteration"]))
             self._dirty = False
             self._last_flush = time.monotonic()
