@@ -43,6 +43,12 @@ __all__ = [
 # Integers with at most this many values enumerate their whole range when no grid is given.
 MAX_IMPLICIT_INT_GRID = 32
 
+# A number this many units in the last place (ulps) or fewer from a limit *is* that limit:
+# numpy's logspace/geomspace, decimal round trips and powers land a few ulps off the value they
+# aim at (np.logspace(-5, 0, 12)[0] is 9.999999999999999e-06 on numpy 2.4). Such values snap to
+# the limit; anything further off is a real violation and is rejected as before.
+SNAP_ULPS = 4
+
 
 class SpaceError(ValueError):
     """A malformed space or config. The message names the parameter and what is wrong."""
@@ -50,6 +56,20 @@ class SpaceError(ValueError):
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _near(value: float, limit: float) -> bool:
+    """Whether ``value`` differs from ``limit`` by float rounding only (``SNAP_ULPS`` ulps)."""
+    return abs(value - limit) <= SNAP_ULPS * math.ulp(limit)
+
+
+def _snap_integer(value: Any) -> Any:
+    """``value`` as an int when it is an integer up to float rounding; otherwise unchanged."""
+    if _is_number(value) and math.isfinite(value):
+        nearest = round(float(value))
+        if _near(float(value), float(nearest)):
+            return int(nearest)
+    return value
 
 
 class Param:
@@ -140,16 +160,24 @@ class Float(Param):
             raise self.error(f"a log range must be above zero, got low={self.low}")
         super().check()
 
+    def snap(self, value: Any) -> Any:
+        """``value``, or the limit it differs from by float rounding only."""
+        if _is_number(value):
+            for limit in (self.low, self.high):
+                if _near(float(value), float(limit)):
+                    return limit
+        return value
+
     def check_value(self, value: Any, what: str = "value") -> None:
         if not _is_number(value):
             raise self.error(f"{what} {value!r} is not a number")
-        if not (self.low <= value <= self.high):
+        if not (self.low <= self.snap(value) <= self.high):
             raise self.error(f"{what} {value!r} is outside [{self.low}, {self.high}]")
 
     def grid(self) -> list[Any]:
         if self.grid_values is None:
             raise self.error("has no grid values; give grid=[...] to use it with --algo grid")
-        return [float(v) for v in self.grid_values]
+        return [float(self.snap(v)) for v in self.grid_values]
 
     def sample(self, rng: np.random.Generator) -> float:
         if self.log:
@@ -189,14 +217,19 @@ class Int(Float):
     kind = "int"
 
     def check(self) -> None:
+        # Bounds computed in floats (2 ** 0.5 ** 2, say) that are integers up to rounding count.
+        self.low, self.high = _snap_integer(self.low), _snap_integer(self.high)
         for bound in (self.low, self.high):
             if not (_is_number(bound) and float(bound).is_integer()):
                 raise self.error(f"low and high must be integers, got {self.low!r} and {self.high!r}")
         super().check()
 
+    def snap(self, value: Any) -> Any:
+        return super().snap(_snap_integer(value))
+
     def check_value(self, value: Any, what: str = "value") -> None:
         super().check_value(value, what)
-        if not float(value).is_integer():
+        if not float(self.snap(value)).is_integer():
             raise self.error(f"{what} {value!r} is not an integer")
 
     @property
@@ -205,7 +238,7 @@ class Int(Float):
 
     def grid(self) -> list[Any]:
         if self.grid_values is not None:
-            return [int(v) for v in self.grid_values]
+            return [int(self.snap(v)) for v in self.grid_values]
         size = int(self.high) - int(self.low) + 1
         if size > MAX_IMPLICIT_INT_GRID:
             raise self.error(
@@ -408,7 +441,7 @@ class Space:
                 if isinstance(param, Int):
                     value = int(round(value))
                 elif isinstance(param, Float):
-                    value = float(value)
+                    value = float(param.snap(value))
                 out[name] = value
         return out
 

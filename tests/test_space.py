@@ -136,3 +136,65 @@ def test_space_dict_round_trip():
     again = Space.from_dict(space.to_dict())
     assert again.grid() == space.grid()
     assert again.sample(5, seed=1) == space.sample(5, seed=1)
+
+
+# --- float rounding at the limits -------------------------------------------------------------
+def _ulps_off(value: float, n: int) -> float:
+    """``value`` moved ``n`` ulps (negative: down), computed without any library's rounding."""
+    for _ in range(abs(n)):
+        value = math.nextafter(value, math.inf if n > 0 else -math.inf)
+    return value
+
+
+@pytest.mark.parametrize("make", [np.logspace, np.geomspace])
+def test_numpy_log_grids_reach_the_limits(make):
+    # Whatever numpy's rounding of the end points is on this version, a grid built to span the
+    # range is accepted and its values land exactly on the limits (never outside them).
+    args = (-5, 0, 12) if make is np.logspace else (1e-5, 1.0, 12)
+    space = Space(gamma=LogFloat(1e-5, 1.0, grid=list(make(*args)))).validate()
+    values = [c["gamma"] for c in space.grid()]
+    assert len(values) == 12
+    assert values[0] == 1e-5 and values[-1] == 1.0
+    assert all(1e-5 <= v <= 1.0 for v in values)
+    assert values == sorted(values) and len(set(values)) == 12
+
+
+@pytest.mark.parametrize("ulps", [-4, -1, 1, 4])
+def test_a_few_ulps_off_a_limit_snaps_to_it(ulps):
+    low, high = 1e-5, 100.0
+    off_low = _ulps_off(low, -abs(ulps))
+    off_high = _ulps_off(high, abs(ulps))
+    assert off_low < low and off_high > high  # really outside, so the snap is what accepts them
+    space = Space(C=LogFloat(low, high, grid=[off_low, 1.0, off_high])).validate()
+    assert [c["C"] for c in space.grid()] == [low, 1.0, high]
+    # A config (a warm start, a resumed trial) gets the same treatment.
+    assert space.check_config({"C": off_high}) == {"C": high}
+
+
+@pytest.mark.parametrize(
+    "value", [_ulps_off(1e-5, -5), _ulps_off(100.0, 5), 1e-5 * (1 - 1e-9), 100.000001, 1e-6]
+)
+def test_real_violations_still_fail_with_one_line(value):
+    with pytest.raises(SpaceError) as info:
+        Space(C=LogFloat(1e-5, 100.0, grid=[value])).validate()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == f"parameter 'C': grid value {value!r} is outside [1e-05, 100.0]"
+    space = Space(C=LogFloat(1e-5, 100.0)).validate()
+    with pytest.raises(SpaceError, match="is outside"):
+        space.check_config({"C": value})
+
+
+def test_int_grids_and_bounds_computed_in_floats_are_integers():
+    bound = math.sqrt(2.0) ** 2  # 2.0000000000000004 in IEEE doubles
+    assert bound != 2
+    grid = list(np.geomspace(2, 64, 6))  # 2, 4, 8, 16, 32, 64 up to rounding
+    space = Space(n=Int(bound, 64, log=True, grid=grid)).validate()
+    values = [c["n"] for c in space.grid()]
+    # Rounding, not truncation: a value a hair under 8 is 8, never 7.
+    assert values == [2, 4, 8, 16, 32, 64]
+    assert all(type(v) is int for v in values)
+    with pytest.raises(SpaceError, match="parameter 'n': grid value 2.5 is not an integer"):
+        Space(n=Int(1, 4, grid=[2.5])).validate()
+    with pytest.raises(SpaceError, match="parameter 'n': low and high must be integers"):
+        Space(n=Int(1.001, 4)).validate()
