@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 
 import jsonschema
 import pytest
@@ -106,17 +107,22 @@ def test_declared_gpus_match_what_ray_detects_for_the_instance_type(prepared, mo
 
 
 def test_setup_installs_the_project_as_the_readme_does(prepared):
+    install_cmd = "pip install -c requirements.lock -e ."
     with open(os.path.join(REPO, "README.md")) as f:
         readme = f.read()
-    assert "pip install -e ." in readme  # the README's install command
+    assert f"{install_cmd} && python -m pipelines.finetune" in readme  # the Quickstart's install
     mounts = prepared["file_mounts"]
     repo_on_node = next(remote for remote, local in mounts.items() if local in (".", "./"))
-    install = f"cd {repo_on_node} && pip install -e ."
+    install = f"cd {repo_on_node} && {install_cmd}"
     # prepare_config folds setup_commands into both node kinds: check what each really runs.
     for key in ("head_setup_commands", "worker_setup_commands"):
         assert install in prepared[key], (key, prepared[key])
     # The pinned Python of the README (3.11) is the one the venv is made from.
     assert any("python3.11 -m venv" in c for c in prepared["setup_commands"])
+    # The lock the nodes install from travels with the repository (it is not git-ignored).
+    ignored = subprocess.run(["git", "check-ignore", "-q", "requirements.lock"], cwd=REPO)
+    assert ignored.returncode == 1
+    assert os.path.exists(os.path.join(REPO, "requirements.lock"))
 
 
 def test_results_storage_is_a_remote_object_store(raw, monkeypatch):

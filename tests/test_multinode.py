@@ -24,6 +24,11 @@ import pytest
 from tests.helpers import REPO, run_module, tiny_svm_space
 from tests.s3_server import free_port
 
+# The `ray` of the Python running the tests, whether or not its venv is activated.
+RAY_CLI = os.path.join(os.path.dirname(sys.executable), "ray")
+if not os.path.exists(RAY_CLI):
+    RAY_CLI = shutil.which("ray") or "ray"
+
 pytestmark = pytest.mark.ray
 
 _NODES_UP = """
@@ -77,7 +82,7 @@ class LocalRayCluster:
                  f"--dashboard-agent-grpc-port={free_port()}"]
         log = open(os.path.join(self.temp_dir, f"node{len(self._procs)}.log"), "w")
         self._procs.append(subprocess.Popen(
-            ["ray", "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+            [RAY_CLI, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
              "--num-gpus=0", *ports, *args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         ))
