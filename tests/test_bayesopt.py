@@ -76,10 +76,11 @@ def test_suggestions_are_finalized_valid_configs_in_both_phases():
 
 def test_init_points_are_the_space_own_seeded_samples_in_log_space():
     space = mixed_space()
-    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=7, n_init=40)
-    configs = drive(searcher, 40)
-    assert configs == space.sample(40, seed=7)
-    # Uniform in log10(lr) over [-6, 0]: the median sits near -3, not near log10(0.5).
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=7, n_init=200)
+    configs = drive(searcher, 200)
+    assert configs == space.sample(200, seed=7)
+    # Uniform in log10(lr) over [-6, 0]: the median sits near -3, not near log10(0.5). With 200
+    # draws (sd of the median about 0.2) this holds for any seed and any numpy stream.
     assert -4.0 < np.median([math.log10(c["lr"]) for c in configs]) < -2.0
 
 
@@ -99,19 +100,39 @@ def test_mode_min_minimizes():
     searcher = BayesOptSearcher(space, metric="loss", mode="min", seed=0, n_init=5)
     configs = drive(searcher, 20, fn=lambda c: (c["x"] - 2) ** 2 + (c["y"] + 1) ** 2,
                     metric="loss")
-    best = min((c["x"] - 2) ** 2 + (c["y"] + 1) ** 2 for c in configs)
-    init_best = min((c["x"] - 2) ** 2 + (c["y"] + 1) ** 2 for c in configs[:5])
-    assert best < 0.1 < init_best
+    # The model phase itself finds the minimum (measured: below 0.01 for seeds 0-11); whether a
+    # random init point lands near it by luck depends on the numpy stream, so it is not asked.
+    model_best = min((c["x"] - 2) ** 2 + (c["y"] + 1) ** 2 for c in configs[5:])
+    assert model_best < 0.1
 
 
-def test_discrete_only_space_merges_repeats_silently(capsys):
+def test_discrete_only_space_merges_repeats_silently(monkeypatch):
+    import pipelines.searchers._bayesopt as module
+
+    # What each model fit is given: bayes_opt prints a line per duplicate point it gets (its
+    # printing is not ours to test), so check that it never gets one.
+    fits = []
+
+    class Recording(module.BayesianOptimization):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            fits.append([])
+
+        def register(self, params, target, *args, **kwargs):
+            fits[-1].append(tuple(params[name] for name in sorted(params)))
+            return super().register(params, target, *args, **kwargs)
+
+    monkeypatch.setattr(module, "BayesianOptimization", Recording)
     space = Space(kernel=Categorical(["linear", "poly", "rbf"]),
                   degree=Int(2, 3, when={"kernel": ["poly"]}), flag=Categorical([1, True, None]))
     searcher = BayesOptSearcher(space, metric="score", mode="max", seed=0, n_init=3)
     configs = drive(searcher, 15, fn=lambda c: float(c["kernel"] == "rbf") + (c["flag"] is True))
     assert all(space.check_config(c) == c for c in configs)
     assert len({tuple(sorted(c.items(), key=str)) for c in configs}) < len(configs)  # repeats
-    assert capsys.readouterr().out == ""  # bayes_opt prints a line per duplicate point it gets
+    assert len(fits) == 12  # one fresh model per suggestion after the 3 init points
+    assert all(len(set(points)) == len(points) for points in fits)  # no duplicate reaches it
+    # ... because repeats were merged, not dropped: fit k saw 3 + k observations.
+    assert any(len(points) < 3 + k for k, points in enumerate(fits))
     assert {"kernel": "rbf", "flag": True} in configs[3:]
     assert [c["flag"] for c in configs[3:]].count(True) >= 6
 
@@ -142,11 +163,24 @@ def test_pending_suggestions_spread_out(seed):
     searcher = BayesOptSearcher(space, metric="score", mode="max", seed=seed, n_init=6)
     drive(searcher, 8)  # init done, model in charge
     batch = [searcher.suggest(f"p{i}") for i in range(3)]  # nothing completes meanwhile
-    units = [np.array(list(space.to_unit(c).values())) for c in batch]
-    for i in range(len(batch)):
-        for j in range(i):
-            assert batch[i] != batch[j]
-            assert np.linalg.norm(units[i] - units[j]) > 0.2  # without lies: 0.01 to 0.17
+    # The baseline: the same searcher where each of those trials errored out at once instead of
+    # running on. Same observations, same per-suggestion random state, nothing pending to lie
+    # about: what the batch would be if lies were ignored, on whatever bayes_opt is installed.
+    alone = BayesOptSearcher(space, metric="score", mode="max", seed=seed, n_init=6)
+    drive(alone, 8)
+    baseline = []
+    for i in range(3):
+        baseline.append(alone.suggest(f"q{i}"))
+        alone.on_trial_complete(f"q{i}", error=True)
+    assert baseline[0] == batch[0]  # nothing was pending yet
+
+    def spread(configs):
+        units = [np.array(list(space.to_unit(c).values())) for c in configs]
+        return min(np.linalg.norm(u - v) for i, u in enumerate(units) for v in units[:i])
+
+    assert len({tuple(sorted(c.items())) for c in batch}) == len(batch)
+    # Measured (seeds 0-9): 0.28 to 0.70 with lies, 0.01 to 0.25 without.
+    assert spread(batch) > spread(baseline)
 
 
 def test_pending_trial_later_completes_normally():

@@ -65,8 +65,12 @@ def test_the_schema_check_is_real(raw):
     broken = copy.deepcopy(raw)
     worker = next(iter(_workers(broken)))
     broken["available_node_types"][worker]["min_worker"] = 1
-    with pytest.raises(jsonschema.ValidationError, match="min_worker"):
+    with pytest.raises(jsonschema.ValidationError) as info:
         validate_config(prepare_config(broken))
+    # jsonschema's documented error fields, not its message wording: the typo'd key is rejected.
+    assert info.value.validator == "additionalProperties"
+    assert list(info.value.absolute_path) == ["available_node_types", worker]
+    assert "min_worker" in info.value.instance
 
 
 def test_head_and_an_autoscaling_gpu_worker_type(prepared):
