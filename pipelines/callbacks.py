@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -13,40 +14,60 @@ from pipelines.results import STATUS_ERROR, STATUS_FINISHED, STATUS_STOPPED, Res
 
 
 class ResultsCallback(Callback):
-    """Feeds every report and every trial's end into a ResultsWriter.
+    """Journals every trial start, report, checkpoint and end through a ResultsWriter.
 
-    ``scheduler``, when given, is a RecordingASHA whose ``stopped_early`` names the trials it cut.
+    ``searcher`` places each Tune trial in the search (its ``trial_index`` and the id it is
+    recorded under: a trial re-run after a crash keeps its first id). ``scheduler``, when given,
+    is a RecordingASHA whose ``stopped_early`` names the trials it cut.
     """
 
-    def __init__(self, writer: ResultsWriter, scheduler: Any = None):
+    def __init__(self, writer: ResultsWriter, scheduler: Any = None, searcher: Any = None):
         self.writer = writer
         self.scheduler = scheduler
+        self.searcher = searcher
+
+    def _journal_id(self, trials: list, trial: Any) -> str:
+        placement = self.searcher.placement(trial.trial_id) if self.searcher is not None else None
+        if placement is not None:
+            return placement.trial_id
+        return trial.trial_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        # Tune keeps ``trials`` in creation order, which is the searcher's suggestion order.
-        index = next((i for i, t in enumerate(trials) if t is trial), len(trials))
-        self.writer.start_trial(trial.trial_id, index, trial.config)
+        placement = self.searcher.placement(trial.trial_id) if self.searcher is not None else None
+        if placement is not None:
+            journal_id, index, source = placement.trial_id, placement.index, placement.source
+        else:  # not from our searcher: Tune's creation order is the best we know
+            journal_id, source = trial.trial_id, None
+            index = next((i for i, t in enumerate(trials) if t is trial), len(trials))
+        if self.writer.is_ended(journal_id):
+            return  # the journal holds it as ended: nothing reopens it
+        self.writer.start_trial(journal_id, index, trial.config, source=source)
+
+    def _ensure_started(self, iteration: int, trials: list, trial: Any) -> str:
+        journal_id = self._journal_id(trials, trial)
+        if not self.writer.known(journal_id):
+            self.on_trial_start(iteration, trials, trial)
+        return journal_id
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if trial.trial_id not in self.writer.trials:
-            self.on_trial_start(iteration, trials, trial)
-        self.writer.add_result(trial.trial_id, result)
+        self.writer.add_result(self._ensure_started(iteration, trials, trial), result)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        self.writer.add_checkpoint(self._journal_id(trials, trial), _checkpoint_uri(checkpoint))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if trial.trial_id not in self.writer.trials:
-            self.on_trial_start(iteration, trials, trial)
+        journal_id = self._ensure_started(iteration, trials, trial)
         cut = trial.trial_id in getattr(self.scheduler, "stopped_early", ())
         self.writer.end_trial(
-            trial.trial_id,
+            journal_id,
             STATUS_STOPPED if cut else STATUS_FINISHED,
             checkpoint=_checkpoint_path(trial),
             stopped_by="scheduler" if cut else None,
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if trial.trial_id not in self.writer.trials:
-            self.on_trial_start(iteration, trials, trial)
-        self.writer.end_trial(trial.trial_id, STATUS_ERROR, error=_error_text(trial),
+        journal_id = self._ensure_started(iteration, trials, trial)
+        self.writer.end_trial(journal_id, STATUS_ERROR, error=_error_text(trial),
                               checkpoint=_checkpoint_path(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -58,6 +79,10 @@ def _checkpoint_path(trial: Any) -> str | None:
         checkpoint = trial.checkpoint
     except Exception:
         return None
+    return _checkpoint_uri(checkpoint)
+
+
+def _checkpoint_uri(checkpoint: Any) -> str | None:
     if checkpoint is None:
         return None
     path = getattr(checkpoint, "path", None)
@@ -70,12 +95,37 @@ def _checkpoint_path(trial: Any) -> str | None:
 
 
 def _error_text(trial: Any) -> str:
+    """The one line that names why a trial failed.
+
+    Tune writes the error next to the trial on the driver first (``error.pkl``, ``error.txt``)
+    and copies it to storage later, so the local files are read first.
+    """
+    error: Any = None
     try:
-        error = trial.get_error()
+        pickled = trial.pickled_error_file
+        if pickled and os.path.exists(pickled):
+            import cloudpickle
+
+            with open(pickled, "rb") as f:
+                error = cloudpickle.load(f)
     except Exception:
         error = None
     if error is None:
+        try:
+            text = trial.error_file
+            if text and os.path.exists(text):
+                with open(text, encoding="utf-8", errors="replace") as f:
+                    error = f.read()
+            else:
+                error = trial.get_error()
+        except Exception:
+            error = None
+    if error is None:
         return "trial failed (no error recorded)"
+    if isinstance(error, str):
+        lines = [line.strip() for line in error.strip().splitlines()
+                 if line.strip() and not line.startswith("Failure #")]
+        return lines[-1] if lines else "trial failed"
     # RayTaskError wraps the user's exception; its last line names the real cause.
     cause = getattr(error, "cause", None) or error
     text = f"{type(cause).__name__}: {cause}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pipelines.searchers._resume import RESUME_KEY
 from pipelines.tune_adapter import node_info
 from trainables.finetune import (
     CHECKPOINT_FILE,
@@ -68,9 +69,13 @@ class TuneSession(Session):
         Torch threads: the trial's CPUs.
     """
 
-    def __init__(self, use_gpu: bool = False, num_threads: int | None = None):
+    def __init__(self, use_gpu: bool = False, num_threads: int | None = None,
+                 resume_from: str | None = None):
         self.use_gpu = use_gpu
         self.num_threads = num_threads
+        # A re-run after a driver crash: the last checkpoint the journal recorded (a new Tune
+        # run has none of its own).
+        self.resume_from = resume_from
 
     def report(self, metrics, checkpoint_dir=None):
         import ray.tune
@@ -92,7 +97,9 @@ class TuneSession(Session):
         import ray.tune
 
         checkpoint = ray.tune.get_checkpoint()
-        return None if checkpoint is None else local_checkpoint_dir(checkpoint)
+        if checkpoint is not None:  # Tune's own retry of this trial
+            return local_checkpoint_dir(checkpoint)
+        return _checkpoint_dir(self.resume_from) if self.resume_from else None
 
     @property
     def device(self):
@@ -154,8 +161,10 @@ def make_trial(
     if workers == 1:
 
         def finetune(config: dict[str, Any]) -> None:
+            config = dict(config)
             session = TuneSession(
-                use_gpu=gpus_per_worker > 0, num_threads=_threads(cpus_per_worker)
+                use_gpu=gpus_per_worker > 0, num_threads=_threads(cpus_per_worker),
+                resume_from=config.pop(RESUME_KEY, None),
             )
             train_loop(config, data_spec, model_spec, epochs, session)
 
@@ -171,6 +180,8 @@ def make_trial(
         # a started or finished worker group up to that late; trials are short, so poll often.
         # It reaches the controller and workers through Train's env propagation.
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", _HEALTH_CHECK_INTERVAL_S)
+        config = dict(config)
+        resume_from = ray.tune.get_checkpoint() or _as_checkpoint(config.pop(RESUME_KEY, None))
         storage_path, filesystem = _trial_storage()
         per_worker = {"CPU": cpus_per_worker}
         if gpus_per_worker:
@@ -182,7 +193,7 @@ def make_trial(
                 "data_spec": data_spec,
                 "model_spec": model_spec,
                 "epochs": epochs,
-                "resume_from": ray.tune.get_checkpoint(),
+                "resume_from": resume_from,
                 "num_threads": _threads(cpus_per_worker),
             },
             torch_config=TorchConfig(backend="nccl" if gpus_per_worker else "gloo"),
@@ -202,6 +213,20 @@ def make_trial(
         trainer.fit()
 
     return finetune_ddp, dict(_DRIVER_RESOURCES)
+
+
+def _as_checkpoint(path: str | None):
+    """A checkpoint path the journal recorded, as a ``ray.train.Checkpoint`` (any storage)."""
+    if not path:
+        return None
+    import ray.train
+
+    if "://" in path:
+        from pipelines.storage import Storage
+
+        storage = Storage(path)
+        return ray.train.Checkpoint(storage.root, filesystem=storage.fs)
+    return ray.train.Checkpoint(path)
 
 
 def trial_demand(

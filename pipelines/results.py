@@ -1,11 +1,11 @@
 """Parquet results, the product's API: ``trials.parquet``, ``epochs.parquet``, ``experiment.json``.
 
-A Tune callback collects every report and every trial's end on the driver. Each finished trial
-is appended at once to a journal (``trials.journal.jsonl``, one JSON line, flushed and fsynced),
-so a crash never loses a finished trial; the Parquet files are rewritten from memory at most
-every ``flush_every_s`` seconds (longer once a rewrite itself takes long: at most a tenth of the
-time goes to rewrites) and always at the end. ``python -m pipelines.results rebuild DIR``
-turns a journal back into Parquet after a hard kill.
+A Tune callback hands every trial start, report, checkpoint and end to a ``ResultsWriter``, which
+appends it to the experiment's journal (``pipelines.journal``, durable before it returns) and
+keeps the Parquet files as views of it: rewritten at most every ``flush_every_s`` seconds (longer
+once a rewrite itself takes long: at most a tenth of the time goes to rewrites) and always at
+the end. ``python -m pipelines.results rebuild DIR`` turns a journal back into Parquet after a
+hard kill.
 
 Columns only change with ``SCHEMA_VERSION``; README documents each one.
 """
@@ -17,7 +17,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,19 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.faults import pause_point
+from pipelines.journal import (
+    JOURNAL_FILE,
+    STATUS_ERROR,
+    STATUS_FINISHED,
+    STATUS_STOPPED,
+    Journal,
+    TrialLog,
+    checkpoint_event,
+    end_event,
+    report_event,
+    start_event,
+)
 from pipelines.storage import Storage
 from search_spaces.space import Categorical, Fixed, Float, Int, Space
 
@@ -35,12 +47,10 @@ SCHEMA_VERSION = 1
 METADATA_KEY = b"tune_pipeline"
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
-JOURNAL_FILE = "trials.journal.jsonl"
 EXPERIMENT_FILE = "experiment.json"
 
-STATUS_FINISHED = "finished"
-STATUS_STOPPED = "stopped_early"
-STATUS_ERROR = "error"
+__all__ = ["JOURNAL_FILE", "STATUS_ERROR", "STATUS_FINISHED", "STATUS_STOPPED", "ResultsWriter",
+           "MetricColumns", "SCHEMA_VERSION"]
 
 
 @dataclass(frozen=True)
@@ -191,7 +201,10 @@ def _is_better(a: float | None, b: float | None, mode: str) -> bool:
 
 
 class ResultsWriter:
-    """Keeps every trial's rows and writes the Parquet files and the journal.
+    """Journals every trial event at once, and writes the Parquet views of the journal.
+
+    The journal (``pipelines.journal``) is the one record; ``trials.parquet`` and
+    ``epochs.parquet`` are rebuilt from what it holds.
 
     Parameters
     ----------
@@ -204,13 +217,17 @@ class ResultsWriter:
     metrics : MetricColumns
         The task's metric columns.
     run_info : dict
-        ``algorithm``, ``scheduler``, ``seed`` and ``resources`` for every row.
+        ``algorithm``, ``scheduler``, ``seed`` and ``resources``, journaled with each trial.
+    iteration_key : str
+        The result key that numbers a trial's reports (Tune's ``training_iteration``, or the
+        trial's own ``epoch``, which a trial resumed from a checkpoint continues).
     flush_every_s : float
         Least time between two Parquet rewrites while trials run.
     """
 
     def __init__(self, storage: Storage, experiment: str, space: Space, metrics: MetricColumns,
-                 run_info: Mapping[str, Any], metadata: Mapping[str, Any], flush_every_s: float = 2.0):
+                 run_info: Mapping[str, Any], metadata: Mapping[str, Any],
+                 flush_every_s: float = 2.0, iteration_key: str = "training_iteration"):
         self.storage = storage
         self.experiment = experiment
         self.space = space
@@ -218,22 +235,18 @@ class ResultsWriter:
         self.run_info = dict(run_info)
         self.metadata = dict(metadata)
         self.flush_every_s = flush_every_s
+        self.iteration_key = iteration_key
         self.trials_schema = trials_schema(space, metrics)
         self.epochs_schema = epochs_schema(metrics)
-        self.trials: dict[str, dict[str, Any]] = {}
-        # Reports per trial id: a trial's end touches only its own rows, not every trial's.
-        self.epochs: dict[str, list[dict[str, Any]]] = {}
+        self.journal = Journal(storage, experiment)
+        self.log = TrialLog(metrics.metric, metrics.mode, metrics.columns)
         self._lock = threading.Lock()
         self._last_flush = 0.0
         self._flush_seconds = 0.0
         self._dirty = False
-        if storage.is_local:
-            self._journal_path = storage.path(experiment, JOURNAL_FILE)
-        else:
-            self._journal_path = os.path.join(tempfile.mkdtemp(prefix="tune-journal-"), JOURNAL_FILE)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its RunConfig (callbacks included) into tuner.pkl for restores.
+        # Tune pickles its RunConfig (callbacks included) into tuner.pkl.
         state = dict(self.__dict__)
         state.pop("_lock", None)
         return state
@@ -242,115 +255,123 @@ class ResultsWriter:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    # --- rows -------------------------------------------------------------------------------
-    def start_trial(self, trial_id: str, trial_index: int, config: Mapping[str, Any]) -> None:
+    def _record(self, event: Mapping[str, Any]) -> None:
+        """Journal first (durable), then update the views."""
         with self._lock:
-            row = self.trials.get(trial_id)
-            if row is None or row.get("status") is not None:
-                row = {"experiment": self.experiment, "trial_id": trial_id,
-                       "trial_index": trial_index, "iterations": 0, **self.run_info}
-                for name in self.space.params:
-                    row[f"param_{name}"] = config.get(name)
-                self.trials[trial_id] = row
-                # A restarted trial's earlier reports are replaced by what it reports again.
-                self.epochs[trial_id] = []
-            row.setdefault("start_time", time.time())
+            self.journal.append(event)
+            self.log.apply(event)
+
+    # --- events -----------------------------------------------------------------------------
+    def known(self, trial_id: str) -> bool:
+        return trial_id in self.log.trials
+
+    def is_ended(self, trial_id: str) -> bool:
+        return bool(self.log.trials.get(trial_id, {}).get("status"))
+
+    def start_trial(self, trial_id: str, trial_index: int, config: Mapping[str, Any],
+                    source: str | None = None) -> None:
+        """A trial starts, or starts again (a retry, or a re-run after a crash)."""
+        params = {k: v for k, v in config.items() if k in self.space.params}
+        self._record(start_event(trial_id, trial_index, params, source=source,
+                                 info=self.run_info))
 
     def add_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        with self._lock:
-            row = self.trials[trial_id]
-            iteration = int(result.get("training_iteration", row["iterations"] + 1))
-            epoch = {"experiment": self.experiment, "trial_id": trial_id,
-                     "trial_index": row["trial_index"], "iteration": iteration,
-                     "time_total_s": result.get("time_total_s"),
-                     "timestamp": result.get("timestamp", time.time())}
-            for name in self.metrics.columns:
-                if name in result:
-                    epoch[name] = result[name]
-                    row[name] = result[name]
-            self.epochs.setdefault(trial_id, []).append(epoch)
-            row["iterations"] = iteration
-            value = _clean(result.get(self.metrics.metric))
-            if _is_better(value, row.get(f"best_{self.metrics.metric}"), self.metrics.mode):
-                row[f"best_{self.metrics.metric}"] = value
-                row["best_iteration"] = iteration
-            for key, column in (("hostname", "node"), ("node_ip", "node_ip"), ("node_id", "node_id")):
-                if result.get(key):
-                    row[column] = result[key]
-            if result.get("stopped_by"):
-                row["stopped_by"] = result["stopped_by"]
+        if trial_id not in self.log.trials:
+            return
+        iteration = result.get(self.iteration_key)
+        if not isinstance(iteration, (int, float)) or isinstance(iteration, bool):
+            iteration = result.get("training_iteration", 1)
+        kept = {name: result[name] for name in self.metrics.columns if name in result}
+        for key in _REPORT_EXTRAS:
+            if result.get(key) is not None:
+                kept[key] = result[key]
+        path = kept.get("checkpoint_path")
+        if isinstance(path, str) and "://" not in path and not self.storage.is_local:
+            # storage: a multi-worker trial's Train checkpoint path is relative to the object
+            # store's filesystem; record the URI, which readers can open as it is.
+            kept["checkpoint_path"] = f"{self.storage.uri.split('://', 1)[0]}://{path}"
+        self._record(report_event(trial_id, int(iteration), kept))
+
+    def add_checkpoint(self, trial_id: str, path: str | None) -> None:
+        if path and trial_id in self.log.trials:
+            self._record(checkpoint_event(trial_id, path))
 
     def end_trial(self, trial_id: str, status: str, *, error: str | None = None,
                   checkpoint: str | None = None, stopped_by: str | None = None) -> None:
-        with self._lock:
-            row = self.trials[trial_id]
-            # A trial that stopped itself (patience) reports why; it ended early, not failed.
-            if status == STATUS_FINISHED and (row.get("stopped_by") or stopped_by):
-                status = STATUS_STOPPED
-            row["status"] = status
-            row["end_time"] = time.time()
-            row["wall_time_s"] = row["end_time"] - row["start_time"]
-            if error:
-                row["error"] = error.strip().splitlines()[-1][:2000] if error.strip() else error
-            if checkpoint:
-                row["checkpoint"] = checkpoint
-            if stopped_by and not row.get("stopped_by"):
-                row["stopped_by"] = stopped_by
-            self._append_journal(row)
-            self._dirty = True
-        # Rewrites grow with the table (0.5 s at 10,000 trials): space them so they take at
-        # most a tenth of the driver's time. The journal already holds every finished trial.
+        if trial_id not in self.log.trials:
+            return
+        if error:
+            error = error.strip().splitlines()[-1][:2000] if error.strip() else error
+        self._record(end_event(trial_id, status, error=error, stopped_by=stopped_by,
+                               checkpoint=checkpoint))
+        self._dirty = True
+        # Rewrites grow with the table: space them so they take at most a tenth of the
+        # driver's time. The journal already holds every event.
         interval = max(self.flush_every_s, 10 * self._flush_seconds)
         if time.monotonic() - self._last_flush >= interval:
             self.flush()
 
-    def _append_journal(self, row: Mapping[str, Any]) -> None:
-        epochs = self.epochs.get(row["trial_id"], [])
-        line = json.dumps({"trial": row, "epochs": epochs}, default=_clean)
-        os.makedirs(os.path.dirname(self._journal_path), exist_ok=True)
-        with open(self._journal_path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
     def load_journal(self) -> int:
-        """Reload finished trials from an earlier run's journal (for --resume); returns count."""
-        if not self.storage.is_local and self.storage.exists(self.experiment, JOURNAL_FILE):
-            # storage: on an object store the journal is kept in a local temp file and uploaded
-            # at each flush; a resumed run starts from the uploaded copy.
-            with open(self._journal_path, "wb") as f:
-                f.write(self.storage.read_bytes(f"{self.experiment}/{JOURNAL_FILE}"))
-        if not os.path.exists(self._journal_path):
-            return 0
-        with open(self._journal_path, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a hard kill
-                trial = entry["trial"]
-                self.trials[trial["trial_id"]] = trial
-                self.epochs[trial["trial_id"]] = list(entry.get("epochs", []))
-        return sum(1 for r in self.trials.values() if r.get("status"))
-
-    # --- files ------------------------------------------------------------------------------
-    def finished_rows(self) -> list[dict[str, Any]]:
+        """Replay an earlier run's journal (for --resume); returns the number of ended trials."""
         with self._lock:
-            rows = [dict(r) for r in self.trials.values() if r.get("status")]
-        return sorted(rows, key=lambda r: r["trial_index"])
+            self.log.apply_all(self.journal.read())
+            self._dirty = True
+        return len(self.log.ended())
+
+    # --- views ------------------------------------------------------------------------------
+    def _row(self, trial: Mapping[str, Any]) -> dict[str, Any]:
+        log, tid = self.log, trial["trial_id"]
+        row: dict[str, Any] = {"experiment": self.experiment, "trial_id": tid,
+                               "trial_index": trial["trial_index"], **trial.get("info", {})}
+        for name in self.space.params:
+            row[f"param_{name}"] = trial["config"].get(name)
+        reports = log.epoch_reports(tid)
+        last = reports[-1]["metrics"] if reports else {}
+        for name in self.metrics.columns:
+            row[name] = last.get(name)
+        best = log.best_report(tid)
+        if best is not None:
+            row[f"best_{self.metrics.metric}"] = best["metrics"][self.metrics.metric]
+            row["best_iteration"] = best["iteration"]
+        row["iterations"] = reports[-1]["iteration"] if reports else 0
+        for report in reports:
+            for key, column in (("hostname", "node"), ("node_ip", "node_ip"), ("node_id", "node_id")):
+                if report["metrics"].get(key):
+                    row[column] = report["metrics"][key]
+        row["status"] = log.status(tid)
+        row["stopped_by"] = log.stopped_by(tid)
+        row["error"] = trial.get("error")
+        row["start_time"] = trial.get("start_time")
+        row["end_time"] = trial.get("end_time")
+        if row["start_time"] is not None and row["end_time"] is not None:
+            row["wall_time_s"] = row["end_time"] - row["start_time"]
+        row["checkpoint"] = trial.get("checkpoint") or log.last_checkpoint(tid)
+        return row
+
+    def _epoch_rows(self, trial: Mapping[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        for report in self.log.epoch_reports(trial["trial_id"]):
+            metrics = report["metrics"]
+            rows.append({"experiment": self.experiment, "trial_id": trial["trial_id"],
+                         "trial_index": trial["trial_index"], "iteration": report["iteration"],
+                         **{name: metrics.get(name) for name in self.metrics.columns},
+                         "time_total_s": metrics.get("time_total_s"),
+                         "timestamp": metrics.get("timestamp", report.get("time"))})
+        return rows
+
+    def finished_rows(self) -> list[dict[str, Any]]:
+        """One row per ended trial, in the searcher's order."""
+        with self._lock:
+            return [self._row(t) for t in self.log.ended()]
 
     def flush(self) -> None:
-        """Rewrite trials.parquet and epochs.parquet with every finished trial so far."""
+        """Rewrite trials.parquet and epochs.parquet with every ended trial so far."""
         with self._lock:
             if not self._dirty and self._last_flush:
                 return
-            finished = {t for t, r in self.trials.items() if r.get("status")}
-            rows = sorted((dict(self.trials[t]) for t in finished), key=lambda r: r["trial_index"])
-            epochs = sorted((dict(e) for t, reports in self.epochs.items() if t in finished
-                             for e in reports),
-                            key=lambda e: (e["trial_index"], e["iteration"]))
+            ended = self.log.ended()
+            rows = [self._row(t) for t in ended]
+            epochs = [e for t in ended for e in self._epoch_rows(t)]
             self._dirty = False
             self._last_flush = time.monotonic()
         started = time.monotonic()
@@ -358,12 +379,10 @@ class ResultsWriter:
         self.storage.write_bytes(
             f"{self.experiment}/{TRIALS_FILE}", table_bytes(rows_to_table(rows, self.trials_schema), meta)
         )
+        pause_point("flush")  # the reliability tests kill the driver here, between two files
         self.storage.write_bytes(
             f"{self.experiment}/{EPOCHS_FILE}", table_bytes(rows_to_table(epochs, self.epochs_schema), meta)
         )
-        if not self.storage.is_local and os.path.exists(self._journal_path):
-            with open(self._journal_path, "rb") as f:
-                self.storage.write_bytes(f"{self.experiment}/{JOURNAL_FILE}", f.read())
         self._flush_seconds = time.monotonic() - started
 
     def best(self) -> dict[str, Any] | None:
@@ -381,6 +400,12 @@ class ResultsWriter:
             rows = [r for r in rows if float(r.get(self.metrics.step) or 0) >= top_step]
         sign = 1.0 if self.metrics.mode == "max" else -1.0
         return max(rows, key=lambda r: (sign * float(r[key]), -r["trial_index"]))
+
+
+# Result keys journaled with each report besides the metric columns: where it ran, why it
+# stopped, where its checkpoint is (multi-worker trials report it as a metric), Tune's clock.
+_REPORT_EXTRAS = ("hostname", "node_ip", "node_id", "stopped_by", "early_stopped",
+                  "checkpoint_path", "time_total_s", "timestamp")
 
 
 def write_experiment_json(storage: Storage, experiment: str, info: Mapping[str, Any]) -> None:
@@ -409,9 +434,9 @@ def rebuild_from_journal(experiment_dir: str) -> int:
     storage = Storage(os.path.dirname(os.path.abspath(experiment_dir)))
     writer = ResultsWriter(storage, os.path.basename(os.path.abspath(experiment_dir)), space,
                            MetricColumns.from_dict(info["metrics"]), {},
-                           {"experiment": info.get("name")})
+                           {"experiment": info.get("name"), "task": info.get("task")},
+                           iteration_key=info.get("iteration_key", "training_iteration"))
     count = writer.load_journal()
-    writer._dirty = True
     writer.flush()
     return count
 

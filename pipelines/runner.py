@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipelines import cli
+from pipelines.faults import pause_point
+from pipelines.journal import JOURNAL_VERSION
 from pipelines.results import (
     EXPERIMENT_FILE,
     SCHEMA_VERSION,
@@ -39,6 +41,10 @@ from pipelines.results import (
 from pipelines.storage import Storage, StorageError
 from search_spaces.loader import load_space
 from search_spaces.space import Space, SpaceError
+
+
+class EvaluationError(RuntimeError):
+    """The best trial cannot be scored on the test split; the message is one line."""
 
 
 @dataclass
@@ -83,6 +89,10 @@ class Task:
     extra_info: Callable[[argparse.Namespace, Any], dict] = lambda args, data: {}
     checkpoint_config: Callable[[argparse.Namespace], Any] = lambda args: None
     demand: Callable[[argparse.Namespace], dict] | None = None
+    # The result key that numbers a trial's reports, for the journal and ASHA: a trial resumed
+    # from a checkpoint in a new Tune run continues its own ``epoch``, while Tune's
+    # ``training_iteration`` starts again at 1.
+    time_attr: str = "training_iteration"
 
 
 @dataclass
@@ -96,6 +106,7 @@ class Prepared:
     num_trials: int
     warm_start: list | None = None
     flags: dict = field(default_factory=dict)
+    previous: dict | None = None  # experiment.json of the experiment --resume continues
 
 
 def describe_config(config: Mapping[str, Any] | None) -> str:
@@ -116,17 +127,32 @@ def config_from_row(row: Mapping[str, Any], space: Space) -> dict[str, Any]:
     return space.finalize({k: v for k, v in raw.items() if v is not None})
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mapping[str, Any]) -> None:
+    """``--resume`` runs the experiment as it was started: its space, algorithm, scheduler,
+    seed, budget and task flags come from its experiment.json. A flag given on the command line
+    that contradicts them is bad input (one line, exit 2); only how and where to run
+    (``cli.RESUMABLE_FLAGS``) may change."""
+    if info.get("task") != task.name:
+        cli.fail(f"--resume: experiment '{args.name}' is a {info.get('task')!r} experiment, "
+                 f"not {task.name!r}")
+    stored = info.get("flags") or {}
+    given = getattr(args, "_given", set())
+    for key in sorted(given - cli.RESUMABLE_FLAGS):
+        if key in stored and stored[key] != getattr(args, key):
+            cli.fail(f"--resume: {_flag(key)} {getattr(args, key)} contradicts the experiment's "
+                     f"{_flag(key)} {stored[key]}; leave it out to continue the experiment as it "
+                     "was started")
+    for key, value in stored.items():
+        if key not in cli.RESUMABLE_FLAGS and hasattr(args, key) and not key.startswith("_"):
+            setattr(args, key, value)
+
+
 def prepare(task: Task, args: argparse.Namespace) -> Prepared:
     """Validate everything; on bad input print one line and exit 2 before Ray starts."""
-    flags = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    try:
-        space = load_space(args.space)
-    except SpaceError as exc:
-        cli.fail(str(exc))
-    try:
-        task.check(args)
-    except ValueError as exc:
-        cli.fail(str(exc))
     try:
         storage = Storage(args.output)
         storage.check_writable()
@@ -139,6 +165,25 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
                  "choose another --name or add --resume")
     if args.resume and not exists:
         cli.fail(f"--resume: no experiment '{args.name}' in {storage.display}")
+    previous = None
+    if args.resume:
+        try:
+            previous = json.loads(storage.read_bytes(f"{args.name}/{EXPERIMENT_FILE}"))
+        except Exception:
+            cli.fail(f"--resume: experiment '{args.name}' has no readable {EXPERIMENT_FILE}")
+        if not isinstance(previous, dict) or "journal_version" not in previous:
+            cli.fail(f"--resume: experiment '{args.name}' was written by an older version "
+                     "without a journal; start a new experiment")
+        adopt_experiment_settings(task, args, previous)
+    flags = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    try:
+        space = Space.from_dict(previous["space"]) if previous else load_space(args.space)
+    except (SpaceError, KeyError, TypeError) as exc:
+        cli.fail(str(exc))
+    try:
+        task.check(args)
+    except ValueError as exc:
+        cli.fail(str(exc))
     warm_start = None
     if args.warm_start:
         try:
@@ -164,7 +209,7 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
         max_t = args.max_t or task.max_t(args)
         if args.grace_period > max_t:
             cli.fail(f"--grace-period ({args.grace_period}) exceeds --max-t ({max_t})")
-    return Prepared(args, space, storage, None, num_trials, warm_start, flags)
+    return Prepared(args, space, storage, None, num_trials, warm_start, flags, previous)
 
 
 def build_searcher(task: Task, prep: Prepared) -> None:
@@ -218,8 +263,13 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, progress):
-    """The one place the Tuner is built from TuneConfig and RunConfig."""
+def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, progress,
+                num_samples: int, log: Any = None):
+    """The one place the Tuner is built from TuneConfig and RunConfig.
+
+    A resumed experiment is a new Tune run in the same folder: the searcher and the scheduler
+    are rebuilt from the journal (``log``), never restored from Tune's lagging state.
+    """
     from ray import tune
 
     args = prep.args
@@ -233,10 +283,13 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     from pipelines.callbacks import ResultsCallback
     from pipelines.schedulers import build_scheduler
 
-    scheduler = build_scheduler(args, task.max_t(args))
+    scheduler = build_scheduler(args, task.max_t(args), time_attr=task.time_attr)
+    if scheduler is not None and log is not None:
+        scheduler.seed_from_journal(log, task.metrics.metric, task.metrics.mode)
     if progress is not None:
         progress.scheduler = scheduler
-    callbacks = [ResultsCallback(writer, scheduler)] + ([progress] if progress is not None else [])
+    callbacks = [ResultsCallback(writer, scheduler, prep.searcher)]
+    callbacks += [progress] if progress is not None else []
     storage_path, storage_fs = prep.storage.tune_storage()
     run_config = tune.RunConfig(
         name=args.name,
@@ -245,24 +298,14 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         callbacks=callbacks,
         verbose=1 if args.verbose else 0,
         checkpoint_config=task.checkpoint_config(args),
-        failure_config=tune.FailureConfig(max_failures=getattr(args, "max_failures", 0)),
+        failure_config=tune.FailureConfig(max_failures=args.max_failures),
     )
-    if args.resume:
-        tuner = tune.Tuner.restore(
-            # storage: a path inside storage_fs (bucket/prefix/name), not an s3:// URI, which
-            # Tune would hand to that filesystem unparsed.
-            prep.storage.path(args.name), trainable=trainable, resume_errored=True,
-            storage_filesystem=storage_fs,
-        )
-        # Restored Tuners keep their saved RunConfig; the callbacks must be this process's.
-        tuner._local_tuner._run_config.callbacks = callbacks
-        return tuner
     tune_config = tune.TuneConfig(
         metric=task.metrics.metric,
         mode=task.metrics.mode,
         search_alg=prep.searcher,
         scheduler=scheduler,
-        num_samples=prep.num_trials,
+        num_samples=num_samples,
         # Also lets Tune keep that many trials pending: with a custom searcher it otherwise
         # starts one trial at a time.
         max_concurrent_trials=max_concurrent,
@@ -270,6 +313,21 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         trial_dirname_creator=lambda trial: trial.trial_id,
     )
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def checkpoint_exists(storage: Storage):
+    """``exists(path)`` for checkpoint paths as the journal records them (local or URI)."""
+    import pyarrow.fs as pafs
+
+    def exists(path: str) -> bool:
+        try:
+            if "://" in path:
+                return storage.fs.get_file_info(path.split("://", 1)[1]).type != pafs.FileType.NotFound
+            return os.path.exists(path)
+        except Exception:
+            return False
+
+    return exists
 
 
 def ray_resource_names(resources: Mapping[str, Any]) -> dict[str, float]:
@@ -345,34 +403,46 @@ def run(task: Task, args: argparse.Namespace) -> int:
         "flags": dict(prep.flags),
         "argv": sys.argv[1:],
         "packages": package_versions(),
+        "journal_version": JOURNAL_VERSION,
+        "iteration_key": task.time_attr,
         **task.extra_info(args, data),
     }
     run_info = {"algorithm": args.algo, "scheduler": args.scheduler, "seed": args.seed}
     writer = ResultsWriter(storage, args.name, space, task.metrics, run_info,
-                           metadata={"experiment": args.name, "task": task.name})
+                           metadata={"experiment": args.name, "task": task.name},
+                           iteration_key=task.time_attr)
+    remaining = prep.num_trials
+    journal_log = None
     if args.resume:
-        reloaded = writer.load_journal()
-        log(f"resuming: {reloaded} finished trials kept from the earlier run")
-        try:
-            previous = json.loads(storage.read_bytes(f"{args.name}/{EXPERIMENT_FILE}"))
-            info["started"] = previous.get("started", info["started"])
-            info["resumed"] = datetime.now(timezone.utc).isoformat()
-        except Exception:
-            pass
+        ended = writer.load_journal()
+        journal_log = writer.log
+        reruns = prep.searcher.resume(journal_log, checkpoint_exists(storage))
+        n_started = len(journal_log.trials)
+        remaining = max(0, prep.num_trials - n_started) + len(journal_log.unfinished())
+        log(f"resuming: {ended} ended trials kept, {reruns} to continue, "
+            f"{remaining - reruns} not started yet")
+        previous = prep.previous or {}
+        info["started"] = previous.get("started", info["started"])
+        info["resumed"] = datetime.now(timezone.utc).isoformat()
+        info["resumes"] = int(previous.get("resumes", 0)) + 1
     write_experiment_json(storage, args.name, info)
 
     from pipelines.callbacks import ProgressCallback
 
     progress = ProgressCallback(prep.num_trials, task.metrics.metric, task.metrics.mode,
                                 describe=describe_config)
-    tuner = build_tuner(task, prep, data, writer, progress)
+    progress.done = len(writer.log.ended())
     tune_started = time.time()
     interrupted = False
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
+    if remaining > 0:
+        tuner = build_tuner(task, prep, data, writer, progress, remaining, journal_log)
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            writer.flush()
+    else:
         writer.flush()
     tune_seconds = time.time() - tune_started
 
@@ -382,8 +452,13 @@ def run(task: Task, args: argparse.Namespace) -> int:
     interrupted = interrupted or len(rows) < prep.num_trials
     best = writer.best()
     evaluation: dict[str, Any] = {}
+    evaluation_error = None
     if best is not None and not interrupted:
-        evaluation = task.evaluate(args, data, best)
+        pause_point("evaluate")  # the reliability tests kill the driver here
+        try:
+            evaluation = task.evaluate(args, data, best)
+        except EvaluationError as exc:
+            evaluation_error = str(exc)
     import ray
 
     ray.shutdown()
@@ -395,7 +470,9 @@ def run(task: Task, args: argparse.Namespace) -> int:
         "errors": sum(r["status"] == STATUS_ERROR for r in rows),
     }
     info.update({
-        "status": "interrupted" if interrupted else "finished",
+        "status": "interrupted" if interrupted else
+                  "evaluation_failed" if evaluation_error else "finished",
+        "evaluation_error": evaluation_error,
         "finished": datetime.now(timezone.utc).isoformat(),
         "wall_time_s": time.time() - started,
         "tune_time_s": tune_seconds,
@@ -436,4 +513,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
     if interrupted:
         print(f"interrupted  {len(rows)} of {prep.num_trials} trials ended; continue with "
               f"--resume --name {args.name}", file=sys.stderr)
+    if evaluation_error:
+        print(f"error: {evaluation_error}", file=sys.stderr)
+        return 1
     return 130 if interrupted else 0

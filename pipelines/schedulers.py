@@ -18,6 +18,24 @@ class RecordingASHA(ASHAScheduler):
         super().__init__(*args, **kwargs)
         self.stopped_early: set[str] = set()
 
+    def seed_from_journal(self, log, metric: str, mode: str) -> int:
+        """Put an earlier run's rung results back (``--resume``), so cutoffs after a resume
+        compare against every trial of the experiment, not just the new run's. Returns how many
+        rung results were put back."""
+        sign = 1.0 if mode == "max" else -1.0
+        seeded = 0
+        for trial_id in log.trials:
+            for report in log.epoch_reports(trial_id):
+                value = report["metrics"].get(metric)
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    continue
+                for bracket in self._brackets:
+                    for milestone, recorded in bracket._rungs:
+                        if report["iteration"] == milestone and trial_id not in recorded:
+                            recorded[trial_id] = sign * float(value)
+                            seeded += 1
+        return seeded
+
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
@@ -25,12 +43,13 @@ class RecordingASHA(ASHAScheduler):
         return decision
 
 
-def build_scheduler(args: argparse.Namespace, max_t: int) -> RecordingASHA | None:
-    """None for ``--scheduler fifo`` (Tune's FIFO), else ASHA on the report count."""
+def build_scheduler(args: argparse.Namespace, max_t: int,
+                    time_attr: str = "training_iteration") -> RecordingASHA | None:
+    """None for ``--scheduler fifo`` (Tune's FIFO), else ASHA on the trial's report count."""
     if args.scheduler == "fifo":
         return None
     return RecordingASHA(
-        time_attr="training_iteration",
+        time_attr=time_attr,
         max_t=args.max_t or max_t,
         grace_period=args.grace_period,
         reduction_factor=args.reduction_factor,

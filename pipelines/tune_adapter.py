@@ -6,6 +6,7 @@ sub-second SVM trials: with actor reuse it ran the classic grid 5x slower than t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +29,10 @@ def report_each(trial_fn: Callable[..., Iterator[dict[str, Any]]]) -> Callable[.
     def trainable(config: dict[str, Any], **params: Any) -> None:
         where = node_info()
         for metrics in trial_fn(config, **params):
+            for name, value in metrics.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    # An error row with its reason; searchers never learn a NaN as a score.
+                    raise FloatingPointError(f"trial reported {name} = {value}")
             tune.report({**metrics, **where})
 
     trainable.__name__ = getattr(trial_fn, "__name__", "trainable")

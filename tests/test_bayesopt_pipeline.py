@@ -58,10 +58,10 @@ def test_interrupted_experiment_resumes_and_keeps_finished_trials(tmp_path):
             "--num-cpus", "2", "--max-concurrent", "1"]
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    journal = tmp_path / "r" / "trials.journal.jsonl"
+    journal = tmp_path / "r" / "journal.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if journal.exists() and len(journal.read_text().splitlines()) >= 3:
+        if journal.exists() and journal.read_text().count('"event":"end"') >= 3:
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)

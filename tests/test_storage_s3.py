@@ -129,7 +129,11 @@ def test_svm_pipeline_writes_everything_under_the_s3_prefix(s3_server, tmp_path)
     assert all(k.endswith("/") and prefix.startswith(k) for k in outside), keys
     names = {k[len(prefix):] for k in keys if k.startswith(prefix)}
     # The product's files ...
-    assert {"trials.parquet", "epochs.parquet", "experiment.json", "trials.journal.jsonl"} <= names
+    assert {"trials.parquet", "epochs.parquet", "experiment.json"} <= names
+    # The journal: each event its own object, written when it happened (3 trials: at least a
+    # start, a report and an end each), never one local file uploaded later.
+    journal = sorted(n for n in names if n.startswith("journal/"))
+    assert len(journal) >= 9 and all(n.endswith(".json") for n in journal), names
     # ... and Tune's own experiment state, under the same prefix (what --resume reads).
     assert "tuner.pkl" in names
     assert any(n.startswith("experiment_state-") and n.endswith(".json") for n in names), names
@@ -153,12 +157,11 @@ def test_svm_pipeline_writes_everything_under_the_s3_prefix(s3_server, tmp_path)
                        "--storage", uri, "--name", "s3run", env=s3_server.env(), timeout=120)
     assert again.returncode == 2 and "already exists" in again.stderr, again.stderr
 
-    # --resume restores Tune from the prefix and keeps the finished trials' rows (the journal
-    # comes back from the object store, not from the first run's local temp folder).
+    # --resume reads the journal back from the object store and keeps the ended trials' rows.
     resumed = run_module("pipelines.svm", "--space", space, "--dataset", "iris",
                          "--storage", uri, "--name", "s3run", "--num-cpus", "2", "--resume",
                          env=s3_server.env(), cwd=str(tmp_path), timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resuming: 3 finished trials kept" in resumed.stderr
+    assert "resuming: 3 ended trials kept, 0 to continue, 0 not started yet" in resumed.stderr
     after = s3_server.read_parquet(bucket, "team/tuning/s3run/trials.parquet")
     assert sorted(after["trial_id"]) == sorted(trials["trial_id"])

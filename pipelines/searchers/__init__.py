@@ -27,10 +27,11 @@ def make_searcher(algo: str, space: Space, *, metric: str, mode: str, seed: int 
 
     if algo == "grid":
         configs = space.grid()
-        return ListedSearcher(space, configs, metric=metric, mode=mode), len(configs)
+        return ListedSearcher(space, configs, metric=metric, mode=mode, source="grid"), len(configs)
     if algo == "random":
         configs = space.sample(num_samples, seed=seed)
-        return ListedSearcher(space, configs, metric=metric, mode=mode), len(configs)
+        return (ListedSearcher(space, configs, metric=metric, mode=mode, source="random"),
+                len(configs))
     if algo == "bayesopt":
         from pipelines.searchers._bayesopt import BayesOptSearcher
 

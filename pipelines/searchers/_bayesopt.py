@@ -41,6 +41,7 @@ from pipelines.searchers._bayesopt_box import (
     default_n_init,
     warm_start_from_parquet,
 )
+from pipelines.searchers._resume import RESUME_KEY, TrialOrder
 from pipelines.searchers._state import PickledState
 from search_spaces.space import Space, SpaceError
 
@@ -55,7 +56,7 @@ MIN_OBSERVATIONS_FOR_MODEL = 2
 _STATE_VERSION = 1
 
 
-class BayesOptSearcher(PickledState, Searcher):
+class BayesOptSearcher(TrialOrder, PickledState, Searcher):
     """Gaussian-process Bayesian optimization over a Space, for Ray Tune.
 
     Parameters
@@ -107,6 +108,7 @@ class BayesOptSearcher(PickledState, Searcher):
                 f"acquisition must be one of {', '.join(ACQUISITIONS)}, got {acquisition!r}"
             )
         super().__init__(metric=metric, mode=mode)
+        self._init_order()
         space.validate()
         self._space = space
         self._box = BayesOptBox(space)
@@ -122,16 +124,13 @@ class BayesOptSearcher(PickledState, Searcher):
         self._observations: list[tuple[dict[str, Any], dict[str, Any], float]] = []
         self._pending: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._n_suggested = 0
+        self._next_index = 0
         self._n_warm = 0
         self._n_skipped = 0
         if warm_start:
             self.add_warm_start(warm_start)
 
     # --- what the pipeline and tests read -------------------------------------------------
-    @property
-    def space(self) -> Space:
-        return self._space
-
     @property
     def n_init(self) -> int:
         return self._n_init
@@ -194,17 +193,57 @@ class BayesOptSearcher(PickledState, Searcher):
                 "BayesOptSearcher needs metric and mode: pass them to its constructor (Tune "
                 "forwards TuneConfig's metric and mode only when param_space is not empty)"
             )
+        rerun = self._take_rerun(trial_id)
+        if rerun is not None:
+            config = {k: v for k, v in rerun.items() if k != RESUME_KEY}
+            self._pending[trial_id] = (config, self._box.encode(config))
+            return rerun
         in_init = self._n_warm + self._n_suggested < self._n_init
         if in_init or len(self._observations) < MIN_OBSERVATIONS_FOR_MODEL:
             config = self._space.sample_one(self._rng)
             config = self._space.finalize({**self._box.constants, **config})
             x = self._box.encode(config)
+            source = "random"
         else:
             x = self._model_suggestion()
             config = self._box.decode(x)
+            source = "model"
         self._n_suggested += 1
+        self._place(trial_id, self._next_index, source)
+        self._next_index += 1
         self._pending[trial_id] = (config, x)
         return dict(config)
+
+    @property
+    def space(self) -> Space:
+        return self._space
+
+    def resume(self, log: Any, checkpoint_exists=None) -> int:
+        """Rebuild the search from a journal's trials (``--resume``); returns the re-run count.
+
+        Observations are the ended trials' scores (errors skipped, as live); the random stream
+        of the init phase advances once per journaled random suggestion, so the points after a
+        resume are the ones an unbroken run would have drawn next; trials that never ended are
+        suggested again first, under their old index.
+        """
+        trials = sorted(log.trials.values(), key=lambda t: t["trial_index"])
+        for trial in trials:
+            if trial.get("source") == "random":
+                self._space.sample_one(self._rng)
+        self._n_suggested = len(trials)
+        self._next_index = max((t["trial_index"] for t in trials), default=-1) + 1
+        for trial in log.ended():
+            if trial.get("status") == "error":
+                self._n_skipped += 1
+                continue
+            reports = log.epoch_reports(trial["trial_id"])
+            score = _finite(reports[-1]["metrics"].get(self._metric)) if reports else None
+            config = _valid_config(self._space, trial["config"])
+            if score is None or config is None:
+                self._n_skipped += 1
+                continue
+            self._observations.append((config, self._box.encode(config), score))
+        return len(self._queue_reruns(log, checkpoint_exists))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:

@@ -10,11 +10,12 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from pipelines.searchers._resume import TrialOrder
 from pipelines.searchers._state import PickledState
 from search_spaces.space import Space
 
 
-class ListedSearcher(PickledState, Searcher):
+class ListedSearcher(TrialOrder, PickledState, Searcher):
     """Suggest ``configs`` one after another, then finish.
 
     Parameters
@@ -28,30 +29,45 @@ class ListedSearcher(PickledState, Searcher):
     """
 
     def __init__(self, space: Space, configs: list[dict[str, Any]], metric: str | None = None,
-                 mode: str | None = None):
+                 mode: str | None = None, source: str = "listed"):
         super().__init__(metric=metric, mode=mode)
+        self._init_order()
+        self.space = space
+        self._source = source
         self._configs = [space.finalize(c) for c in configs]
-        self._next = 0
-        self._given: dict[str, int] = {}
+        # Indices still to suggest, in order (a resume removes those the journal holds).
+        self._queue = list(range(len(self._configs)))
 
     @property
     def total(self) -> int:
         return len(self._configs)
 
+    def resume(self, log: Any, checkpoint_exists=None) -> int:
+        """Continue after the trials of a journal: re-run the unfinished, skip the ended.
+
+        Returns the number of trials left to run (re-runs included).
+        """
+        started = {t["trial_index"] for t in log.trials.values()}
+        self._queue_reruns(log, checkpoint_exists)
+        self._queue = [i for i in range(len(self._configs)) if i not in started]
+        return len(self._reruns) + len(self._queue)
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self._next >= len(self._configs):
+        rerun = self._take_rerun(trial_id)
+        if rerun is not None:
+            return rerun
+        if not self._queue:
             return Searcher.FINISHED
-        index = self._next
-        self._next += 1
-        self._given[trial_id] = index
+        index = self._queue.pop(0)
+        self._place(trial_id, index, self._source)
         return dict(self._configs[index])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        self._given.pop(trial_id, None)
+        pass
 
     def get_state(self) -> dict[str, Any]:
-        return {"configs": self._configs, "next": self._next}
+        return {"configs": self._configs, "queue": self._queue}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._configs = state["configs"]
-        self._next = state["next"]
+        self._queue = state["queue"]

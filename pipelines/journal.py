@@ -1,0 +1,338 @@
+"""The experiment's one durable record: an append-only journal of trial events.
+
+Every trial start, every report (epoch or fidelity rung), every checkpoint and every trial end
+is appended the moment the driver hears of it, before anything else happens with it:
+
+- on a local disk, as one JSON line of ``journal.jsonl``, flushed and fsynced;
+- on an object store, as an object of its own under ``journal/`` (a PUT is atomic and durable
+  when it returns), never as a local file uploaded later.
+
+Everything else is a view of it, rebuilt by ``TrialLog``: the rows of ``trials.parquet`` and
+``epochs.parquet``, the searchers' observations on ``--resume``, the list of trials to re-run.
+
+The rules of the replay (one place, used live and on resume alike):
+
+- a trial ends once: events of a trial after its ``end`` are ignored, so a trial the journal
+  holds as ended is never blanked by a late restart;
+- a ``start`` of a trial that already started is a restart (Tune's retry, or a re-run after a
+  crash); its first report says where it picked up: earlier reports from that iteration on are
+  replaced, the ones before it are kept. No gaps, no duplicates;
+- a torn last line (a kill in the middle of a write) is dropped when the journal is read and cut
+  off before the next append, so it can never swallow the entry written after it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from pipelines.storage import Storage
+
+JOURNAL_FILE = "journal.jsonl"
+JOURNAL_DIR = "journal"
+JOURNAL_VERSION = 1
+
+START, REPORT, CHECKPOINT, END = "start", "report", "checkpoint", "end"
+
+STATUS_FINISHED = "finished"
+STATUS_STOPPED = "stopped_early"
+STATUS_ERROR = "error"
+
+_OBJECT_NAME = re.compile(r"a(\d{6})-(\d{9})\.json")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly scalars (numpy scalars to Python); non-finite floats as strings."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": strict JSON has no such numbers
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+class Journal:
+    """Append and read the events of one experiment.
+
+    Parameters
+    ----------
+    storage : Storage
+        Where the experiment folder lives.
+    experiment : str
+        The experiment's folder name.
+    """
+
+    def __init__(self, storage: Storage, experiment: str):
+        self.storage = storage
+        self.experiment = experiment
+        self._seq = 0
+        self._attempt: int | None = None
+        self._repaired = False
+
+    # --- reading ---------------------------------------------------------------------------
+    def exists(self) -> bool:
+        if self.storage.is_local:
+            return os.path.exists(self.storage.path(self.experiment, JOURNAL_FILE))
+        return bool(self._object_names())
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every complete event, in the order it was written."""
+        if self.storage.is_local:
+            path = self.storage.path(self.experiment, JOURNAL_FILE)
+            if not os.path.exists(path):
+                return []
+            with open(path, "rb") as f:
+                data = f.read()
+            lines = data.split(b"\n")
+            # The last piece is empty after a complete line, or a torn line after a hard kill.
+            return [event for line in lines[:-1] if (event := _parse(line)) is not None]
+        events = []
+        for name in self._object_names():
+            event = _parse(self.storage.read_bytes(f"{self.experiment}/{JOURNAL_DIR}/{name}"))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _object_names(self) -> list[str]:
+        selector = pafs.FileSelector(self.storage.path(self.experiment, JOURNAL_DIR),
+                                     allow_not_found=True)
+        names = [os.path.basename(info.path) for info in self.storage.fs.get_file_info(selector)
+                 if info.type == pafs.FileType.File]
+        return sorted(n for n in names if _OBJECT_NAME.fullmatch(n))
+
+    # --- writing ---------------------------------------------------------------------------
+    def append(self, event: Mapping[str, Any]) -> None:
+        """Make ``event`` durable before returning."""
+        line = json.dumps(_plain(dict(event)), separators=(",", ":"))
+        if self.storage.is_local:
+            self._append_local(line)
+        else:
+            if self._attempt is None:
+                # One attempt number per driver process, after every earlier one, so the names
+                # sort in the order the events happened across crashes and resumes.
+                previous = [int(_OBJECT_NAME.fullmatch(n).group(1)) for n in self._object_names()]
+                self._attempt = max(previous, default=0) + 1
+            self._seq += 1
+            name = f"a{self._attempt:06d}-{self._seq:09d}.json"
+            self.storage.write_bytes(f"{self.experiment}/{JOURNAL_DIR}/{name}", line.encode())
+
+    def _append_local(self, line: str) -> None:
+        path = self.storage.path(self.experiment, JOURNAL_FILE)
+        if not self._repaired:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _cut_torn_tail(path)
+            self._repaired = True
+        with open(path, "ab") as f:
+            f.write(line.encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        event = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+def _cut_torn_tail(path: str) -> None:
+    """Drop a last line that a kill cut short, so the next entry starts on a line of its own."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # Find the end of the last complete line.
+        block = 1 << 16
+        end = size
+        keep = 0
+        while end > 0:
+            start = max(0, end - block)
+            f.seek(start)
+            chunk = f.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --- the views --------------------------------------------------------------------------------
+def _finite_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+class TrialLog:
+    """The state of every trial, rebuilt event by event from the journal.
+
+    Parameters
+    ----------
+    metric, mode : str
+        The searched metric and its direction (for ``best_<metric>``).
+    columns : iterable of str
+        The metric columns kept per report.
+    """
+
+    def __init__(self, metric: str, mode: str, columns: Iterable[str]):
+        self.metric = metric
+        self.mode = mode
+        self.columns = list(columns)
+        self.trials: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, dict[int, dict[str, Any]]] = {}
+        self._fresh_start: set[str] = set()
+
+    # --- replay ----------------------------------------------------------------------------
+    def apply(self, event: Mapping[str, Any]) -> None:
+        kind, trial_id = event.get("event"), event.get("trial_id")
+        if trial_id is None:
+            return
+        trial = self.trials.get(trial_id)
+        if trial is not None and trial.get("status"):
+            return  # ended: nothing reopens it
+        if kind == START:
+            if trial is None:
+                self.trials[trial_id] = {
+                    "trial_id": trial_id,
+                    "trial_index": int(event["trial_index"]),
+                    "config": dict(event.get("config") or {}),
+                    "source": event.get("source"),
+                    "start_time": event.get("time"),
+                    "info": dict(event.get("info") or {}),
+                    "checkpoints": [],
+                    "restarts": 0,
+                }
+                self.reports[trial_id] = {}
+            else:
+                trial["restarts"] += 1
+                self._fresh_start.add(trial_id)
+        elif trial is None:
+            return  # a report of a trial whose start was never written: cannot be placed
+        elif kind == REPORT:
+            iteration = int(event["iteration"])
+            reports = self.reports[trial_id]
+            if trial_id in self._fresh_start:
+                # A restart picks up after its checkpoint: what it reports again replaces the
+                # earlier reports from there on; the reports before it stay.
+                self._fresh_start.discard(trial_id)
+                for old in [i for i in reports if i >= iteration]:
+                    del reports[old]
+            reports[iteration] = dict(event)
+        elif kind == CHECKPOINT:
+            if event.get("path"):
+                trial["checkpoints"].append(event["path"])
+        elif kind == END:
+            trial["status"] = event.get("status") or STATUS_FINISHED
+            trial["end_time"] = event.get("time")
+            for key in ("error", "stopped_by", "checkpoint"):
+                if event.get(key):
+                    trial[key] = event[key]
+
+    def apply_all(self, events: Iterable[Mapping[str, Any]]) -> None:
+        for event in events:
+            self.apply(event)
+
+    # --- what the views read ---------------------------------------------------------------
+    def ended(self) -> list[dict[str, Any]]:
+        return sorted((t for t in self.trials.values() if t.get("status")),
+                      key=lambda t: t["trial_index"])
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Trials that started and never ended (running when the driver died)."""
+        return sorted((t for t in self.trials.values() if not t.get("status")),
+                      key=lambda t: t["trial_index"])
+
+    def epoch_reports(self, trial_id: str) -> list[dict[str, Any]]:
+        return [self.reports[trial_id][i] for i in sorted(self.reports.get(trial_id, {}))]
+
+    def best_report(self, trial_id: str) -> dict[str, Any] | None:
+        """The report with the best metric; the earliest wins a tie."""
+        best, best_value = None, None
+        sign = 1.0 if self.mode == "max" else -1.0
+        for report in self.epoch_reports(trial_id):
+            value = _finite_number(report.get("metrics", {}).get(self.metric))
+            if value is not None and (best_value is None or sign * value > sign * best_value):
+                best, best_value = report, value
+        return best
+
+    def stopped_by(self, trial_id: str) -> str | None:
+        trial = self.trials[trial_id]
+        if trial.get("stopped_by"):
+            return trial["stopped_by"]
+        reports = self.epoch_reports(trial_id)
+        last = reports[-1]["metrics"] if reports else {}
+        if last.get("stopped_by"):
+            return str(last["stopped_by"])
+        if last.get("early_stopped") is True:
+            return "patience"
+        return None
+
+    def status(self, trial_id: str) -> str | None:
+        trial = self.trials[trial_id]
+        status = trial.get("status")
+        # A trial that stopped itself (patience) or was cut ended early; it did not just finish.
+        if status == STATUS_FINISHED and self.stopped_by(trial_id):
+            return STATUS_STOPPED
+        return status
+
+    def last_checkpoint(self, trial_id: str, exists=None) -> str | None:
+        """The newest checkpoint the trial recorded that still exists (``exists(path)``)."""
+        trial = self.trials[trial_id]
+        candidates = list(trial["checkpoints"])
+        for report in self.epoch_reports(trial_id):
+            path = report.get("metrics", {}).get("checkpoint_path")
+            if path:
+                candidates.append(path)
+        for path in reversed(candidates):
+            if exists is None or exists(path):
+                return path
+        return None
+
+
+def start_event(trial_id: str, trial_index: int, config: Mapping[str, Any], *,
+                source: str | None = None, info: Mapping[str, Any] | None = None) -> dict:
+    return {"event": START, "trial_id": trial_id, "trial_index": int(trial_index),
+            "config": dict(config), "source": source, "info": dict(info or {}),
+            "time": time.time()}
+
+
+def report_event(trial_id: str, iteration: int, metrics: Mapping[str, Any]) -> dict:
+    return {"event": REPORT, "trial_id": trial_id, "iteration": int(iteration),
+            "metrics": dict(metrics), "time": time.time()}
+
+
+def checkpoint_event(trial_id: str, path: str) -> dict:
+    return {"event": CHECKPOINT, "trial_id": trial_id, "path": path, "time": time.time()}
+
+
+def end_event(trial_id: str, status: str, *, error: str | None = None,
+              stopped_by: str | None = None, checkpoint: str | None = None) -> dict:
+    return {"event": END, "trial_id": trial_id, "status": status, "error": error,
+            "stopped_by": stopped_by, "checkpoint": checkpoint, "time": time.time()}
