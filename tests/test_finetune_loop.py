@@ -155,11 +155,17 @@ def test_adamw_decouples_weight_decay(specs):
 
 
 def test_early_stopping_stops_and_stays_stopped(specs):
-    # A min_delta no epoch can beat: epoch 1 sets the best, 2 and 3 fail, patience 2 stops.
+    # A min_delta no epoch can beat: epoch 1 sets the val_loss to beat, 2 and 3 fail, patience
+    # 2 stops.
     with run(specs, 10, patience=2, min_delta=1e9) as session:
         assert [m["epoch"] for m in session.metrics] == [1, 2, 3]
         assert [m["early_stopped"] for m in session.metrics] == [False, False, True]
-        assert session.metrics[-1]["best_epoch"] == 1
+        assert session.metrics[-1]["stopped_by"] == "patience"
+        # Patience only stops: the selected epoch is still the best val_accuracy (earliest on
+        # a tie), whatever val_loss did.
+        accuracies = [m["val_accuracy"] for m in session.metrics]
+        assert session.metrics[-1]["best_epoch"] == accuracies.index(max(accuracies)) + 1
+        assert session.metrics[-1]["best_val_accuracy"] == max(accuracies)
         data, model = specs
         with LocalSession(resume_from=session.latest_checkpoint) as again:
             assert train_loop({"patience": 2, "min_delta": 1e9}, data, model, 10, again) == {}

@@ -29,6 +29,25 @@ def test_finetune_cli_writes_epochs_checkpoints_and_compares_with_svm(tmp_path):
     assert 0.0 < best["test_accuracy"] <= 1.0 and 0.0 < best["svm_test_accuracy"] <= 1.0
     assert (exp / "best_model.pt").is_file()
     assert "tuned SVM baseline" in proc.stdout and f"{best['test_accuracy']:.4f}" in proc.stdout
+    # One selection rule: the tested weights are the epoch the ranking chose.
+    row = trials.set_index("trial_id").loc[best["trial_id"]]
+    assert best["epoch"] == row["best_iteration"]
+    assert best["val_accuracy"] == row["best_val_accuracy"] == trials["best_val_accuracy"].max()
+
+
+@pytest.mark.ray
+def test_ddp_trials_record_their_checkpoint_and_are_tested(tmp_path):
+    proc = run_module("pipelines.finetune", "--workers-per-trial", "2", "--algo", "random",
+                      "--num-samples", "1", "--epochs", "2", "--seed", "0", "--no-baseline",
+                      "--output", str(tmp_path), "--name", "ddp", "--num-cpus", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exp = tmp_path / "ddp"
+    trials = pd.read_parquet(exp / "trials.parquet")
+    assert trials["checkpoint"].notna().all() and trials["checkpoint"].iloc[0].startswith(str(exp))
+    info = json.loads((exp / "experiment.json").read_text())
+    assert 0.0 < info["best"]["test_accuracy"] <= 1.0
+    assert info["best"]["epoch"] == trials["best_iteration"].iloc[0]
+    assert (exp / "best_model.pt").is_file()
 
 
 @pytest.mark.parametrize(

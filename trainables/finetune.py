@@ -19,6 +19,12 @@ Config keys (the ``adam_finetune`` space's parameters; absent keys take ``DEFAUL
   epochs; ``backbone_lr_mult``: the backbone's learning rate relative to the head's;
 - ``patience`` (epochs without a val-loss improvement larger than ``min_delta`` before stopping;
   0 disables early stopping);
+
+One selection rule: a trial's selected epoch is the one with the highest ``val_accuracy`` (the
+searched metric; the earliest on a tie). Its weights are the checkpoint's ``best_model``, which
+the final test scores; the ``best_*`` metrics describe it; Tune keeps checkpoints by
+``val_accuracy``; the results rank trials by it. Patience watches ``val_loss`` (a smoother
+signal for stopping), but only decides when to stop, never which weights are kept.
 - ``seed``: model init and data order; the same seed gives the same run, resumed or not.
 
 Every epoch reports ``epoch`` (1-based), ``train_loss``, ``train_accuracy``, ``val_loss``,
@@ -331,7 +337,9 @@ def train_loop(
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-    best = {"val_loss": math.inf, "val_accuracy": 0.0, "epoch": 0, "bad_epochs": 0}
+    # ``best``: the selected epoch (highest val_accuracy). ``watch``: patience on val_loss.
+    best = {"val_loss": math.inf, "val_accuracy": -1.0, "epoch": 0}
+    watch = {"val_loss": math.inf, "bad_epochs": 0}
     best_model: dict | None = None
     start_epoch = 1
     resume_dir = session.get_checkpoint_dir()
@@ -341,6 +349,8 @@ def train_loop(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         best = dict(state["best"])
+        watch = dict(state.get("watch") or {"val_loss": best["val_loss"],
+                                            "bad_epochs": best.get("bad_epochs", 0)})
         best_model = state.get("best_model")
         start_epoch = int(state["epoch"]) + 1
         if state.get("early_stopped") or start_epoch > epochs:
@@ -401,21 +411,24 @@ def train_loop(
         val_loss, val_accuracy = evaluate_split(
             raw_model, splits.val, device, int(cfg["eval_batch_size"])
         )
-        if val_loss < best["val_loss"] - float(cfg["min_delta"]):
-            best = {
-                "val_loss": val_loss,
-                "val_accuracy": val_accuracy,
-                "epoch": epoch,
-                "bad_epochs": 0,
-            }
+        train_loss = loss_sum / max(count, 1)
+        for name, value in (("train_loss", train_loss), ("val_loss", val_loss)):
+            if not math.isfinite(value):
+                # A diverged trial: an error with its reason, never a score for the search.
+                raise FloatingPointError(f"{name} is {value} at epoch {epoch} (the run diverged; "
+                                         "try a lower lr or clip_norm)")
+        if val_accuracy > best["val_accuracy"]:
+            best = {"val_loss": val_loss, "val_accuracy": val_accuracy, "epoch": epoch}
             best_model = _state_copy(raw_model)
+        if val_loss < watch["val_loss"] - float(cfg["min_delta"]):
+            watch = {"val_loss": val_loss, "bad_epochs": 0}
         else:
-            best["bad_epochs"] += 1
-        stop = patience > 0 and best["bad_epochs"] >= patience and epoch < epochs
+            watch["bad_epochs"] += 1
+        stop = patience > 0 and watch["bad_epochs"] >= patience and epoch < epochs
 
         metrics = {
             "epoch": epoch,
-            "train_loss": loss_sum / max(count, 1),
+            "train_loss": train_loss,
             "train_accuracy": correct / max(count, 1),
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
@@ -428,6 +441,7 @@ def train_loop(
             "best_val_accuracy": best["val_accuracy"],
             "best_epoch": best["epoch"],
             "early_stopped": stop,
+            **({"stopped_by": "patience"} if stop else {}),
             # All workers' samples over this worker's time: the group's throughput.
             "samples_per_second": count / max(train_seconds, 1e-9),
             "setup_seconds": setup_seconds,
@@ -442,6 +456,7 @@ def train_loop(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "best": dict(best),
+                "watch": dict(watch),
                 "best_model": best_model,
                 "early_stopped": stop,
                 "config": {
