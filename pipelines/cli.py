@@ -7,6 +7,7 @@ problem on stderr and exits with code 2, and nothing is written.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -24,16 +25,41 @@ class UsageError(Exception):
 
 
 def fail(message: str) -> NoReturn:
-    """Print one line and exit 2 (before Ray starts, nothing written)."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print one line and exit 2 (before Ray starts, nothing written).
+
+    Line breaks inside the message (a user's exception text, a value echoed from argv) become
+    spaces: the product promises one line.
+    """
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     raise SystemExit(EXIT_BAD_INPUT)
 
 
+# Flags that say how and where to run, not what the experiment is: --resume may change them.
+RESUMABLE_FLAGS = frozenset({"resume", "name", "output", "address", "num_cpus", "verbose",
+                             "max_concurrent", "max_failures"})
+
+_UNSET = object()
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage plus the error; the product promises one clear line."""
+    """argparse prints usage plus the error; the product promises one clear line.
+
+    ``parse_args`` also records which flags the command line gave (``args._given``), so
+    ``--resume`` can tell a contradicting flag from a default.
+    """
 
     def error(self, message: str) -> NoReturn:
         fail(f"{message} (see --help)")
+
+    def parse_args(self, args=None, namespace=None):  # noqa: D102
+        parsed = super().parse_args(args, namespace)
+        # argparse fills in a default only where the namespace has no value yet: parsing again
+        # into a namespace of sentinels leaves exactly the given flags set.
+        probe = argparse.Namespace(**{a.dest: _UNSET for a in self._actions
+                                      if a.dest is not argparse.SUPPRESS})
+        given = super().parse_args(args, probe)
+        parsed._given = {k for k, v in vars(given).items() if v is not _UNSET}
+        return parsed
 
 
 def _int_at_least(minimum: int, meaning: str):
@@ -55,17 +81,27 @@ positive_int = _int_at_least(1, "at least 1")
 non_negative_int = _int_at_least(0, "0 or more")
 
 
+def seed_int(text: str) -> int:
+    """A seed numpy and scikit-learn accept: 0 to 2**32 - 1."""
+    value = non_negative_int(text)
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"must be at most {2**32 - 1}, got {value}")
+    return value
+
+
 def _reduction_factor(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 1:
-        raise argparse.ArgumentTypeError(f"must be greater than 1, got {value}")
+    if not (value > 1 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number greater than 1, got {value}")
     return value
 
 
 def _name(text: str) -> str:
+    if len(text) > 100:
+        raise argparse.ArgumentTypeError(f"must be at most 100 characters, got {len(text)}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
         raise argparse.ArgumentTypeError(
             f"{text!r} must start with a letter or digit and hold only letters, digits, '.', '_', '-'"
@@ -83,7 +119,7 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
                         help=f"search-space module name or path/to/file.py (default: {default_space})")
     search.add_argument("--num-samples", type=positive_int, default=20,
                         help="trials for --algo random and bayesopt (default: 20)")
-    search.add_argument("--seed", type=non_negative_int, default=0,
+    search.add_argument("--seed", type=seed_int, default=0,
                         help="seed of the search (random draws, the BO searcher) (default: 0)")
     search.add_argument("--max-concurrent", type=positive_int, default=None,
                         help="cap on trials running at once (default: what the cluster's resources allow)")
@@ -102,7 +138,7 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
                        help="asha: the most reports a trial makes (default: the task's full budget)")
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default=None, help="dataset name or path (see the pipeline's help)")
-    data.add_argument("--split-seed", type=non_negative_int, default=0,
+    data.add_argument("--split-seed", type=seed_int, default=0,
                       help="seed of the held-out test split, kept apart from --seed so runs with "
                            "different search seeds are scored on the same test rows (default: 0)")
     out = parser.add_argument_group("output and cluster")
@@ -118,6 +154,9 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
     out.add_argument("--num-cpus", type=positive_int, default=None,
                      help="CPUs for a local Ray (default: all of this machine's)")
     out.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress")
+    out.add_argument("--max-failures", type=non_negative_int, default=0,
+                     help="retries of a failed trial, from its last checkpoint where it has one "
+                          "(default: 0)")
     return parser
 
 

@@ -10,6 +10,7 @@ with a tuned SVM on the same data (flattened pixels).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from pipelines import cli
 from pipelines.results import MetricColumns
-from pipelines.runner import Task, run
+from pipelines.runner import EvaluationError, Task, run
 from search_spaces.loader import load_space
 
 METRICS = MetricColumns(
@@ -94,7 +95,9 @@ def _evaluate(args: argparse.Namespace, data: dict, best: dict) -> dict:
     from pipelines.finetune_trial import evaluate_checkpoint, save_best_model
 
     if not best.get("checkpoint"):
-        return {}
+        # Never a silent skip: a best trial whose weights cannot be found has no test score.
+        raise EvaluationError(f"the best trial {best['trial_id']} recorded no checkpoint, so it "
+                              "cannot be scored on the test split")
     result = evaluate_checkpoint(best["checkpoint"], data["data_spec"], data["model_spec"])
     storage = args._storage
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,6 +169,7 @@ TASK = Task(
     demand=_demand,
     # One-process trials: a reused actor keeps torch imported and warm (~2 s a trial here).
     reuse_actors=lambda args: args.workers_per_trial == 1,
+    time_attr="epoch",
 )
 
 
@@ -191,9 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default: 1)")
     res.add_argument("--keep-checkpoints", type=cli.positive_int, default=2,
                      help="checkpoints kept per trial, best by val_accuracy (default: 2)")
-    res.add_argument("--max-failures", type=cli.non_negative_int, default=1,
-                     help="restarts of a failed trial from its last checkpoint (default: 1)")
-    parser.set_defaults(dataset=None)
+    # Fine-tuning trials are long and checkpoint every epoch: one retry by default.
+    parser.set_defaults(dataset=None, max_failures=1)
+    parser._option_string_actions["--max-failures"].help = (
+        "retries of a failed trial from its last checkpoint (default: 1)")
     parser._option_string_actions["--dataset"].help = (
         "digits-transfer (offline default), MNIST, FashionMNIST, CIFAR10 (under --data-root), "
         "or an ImageFolder directory")
@@ -202,8 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
-        cli.fail("--gpus-per-worker must be >= 0 and --cpus-per-worker > 0")
+    if not (math.isfinite(args.gpus_per_worker) and args.gpus_per_worker >= 0
+            and math.isfinite(args.cpus_per_worker) and args.cpus_per_worker > 0):
+        cli.fail(f"--gpus-per-worker must be a number >= 0 and --cpus-per-worker a number > 0, "
+                 f"got {args.gpus_per_worker} and {args.cpus_per_worker}")
     args = cli.finish_args(args, "finetune")
     from pipelines.storage import Storage, StorageError
 

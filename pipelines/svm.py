@@ -8,6 +8,7 @@ wine, breast_cancer, or a CSV/Parquet file with ``--target COLUMN``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -49,16 +50,16 @@ def fidelities(args: argparse.Namespace) -> tuple[float, ...]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from trainables.svm import check_dataset
+    from trainables.svm import load_data
 
-    check_dataset(args.dataset, args.target)
+    # Tabular data loads in milliseconds: loading (and splitting) it here rejects a test size
+    # or fold count the data cannot take before Ray starts, not after.
+    args._data = load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv,
+                           seed=args.split_seed)
 
 
 def _load(args: argparse.Namespace):
-    from trainables.svm import load_data
-
-    return load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv,
-                     seed=args.split_seed)
+    return args._data
 
 
 def _trainable(args: argparse.Namespace, data) -> tuple[Any, dict]:
@@ -113,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cv < 2:
         cli.fail(f"--cv must be at least 2, got {args.cv}")
-    if not args.cpus_per_trial > 0:
-        cli.fail(f"--cpus-per-trial must be above 0, got {args.cpus_per_trial}")
+    if not (args.cpus_per_trial > 0 and math.isfinite(args.cpus_per_trial)):
+        cli.fail(f"--cpus-per-trial must be a number above 0, got {args.cpus_per_trial}")
     if not 0 < args.test_size < 1:
         cli.fail(f"--test-size must be between 0 and 1, got {args.test_size}")
     args = cli.finish_args(args, "svm")

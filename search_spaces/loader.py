@@ -42,8 +42,10 @@ def load_space(spec: str) -> Space:
             loader_spec.loader.exec_module(module)
         except SpaceError as exc:
             raise SpaceError(f"space '{spec}': {exc}") from None
-        except Exception as exc:  # a user's file: report, don't trace back
-            raise SpaceError(f"space file '{spec}' failed to import: {type(exc).__name__}: {exc}") from None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a user's file (sys.exit included): report, don't trace back
+            raise SpaceError(f"space file '{spec}' failed to import: {_one_line(exc)}") from None
     else:
         if not re.fullmatch(r"[A-Za-z_][\w.]*", spec):
             raise SpaceError(f"space '{spec}' is not a module name or a .py file")
@@ -58,6 +60,10 @@ def load_space(spec: str) -> Space:
                     raise SpaceError(f"space '{spec}' failed to import: {exc}") from None
             except SpaceError as exc:
                 raise SpaceError(f"space '{spec}': {exc}") from None
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                raise SpaceError(f"space '{spec}' failed to import: {_one_line(exc)}") from None
         if module is None:
             raise SpaceError(f"unknown space '{spec}': no module search_spaces.{spec} and no such file")
     space = getattr(module, "SPACE", None)
@@ -66,4 +72,12 @@ def load_space(spec: str) -> Space:
     try:
         return space.validate()
     except SpaceError as exc:
-        raise SpaceError(f"space '{spec}': {exc}") from None
+        raise SpaceError(" ".join(f"space '{spec}': {exc}".split())) from None
+    except Exception as exc:  # a value the checks did not foresee (an array, a huge int)
+        raise SpaceError(f"space '{spec}' is not valid: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, however the message was written."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -365,7 +365,15 @@ class Space:
         for name, param in self.params.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise SpaceError(f"parameter name {name!r} must be a Python identifier")
-            param.check()
+            try:
+                param.check()
+            except SpaceError:
+                raise
+            except (ArithmeticError, TypeError, ValueError) as exc:
+                # Values no check foresaw (an int beyond float range, a numpy array): still one
+                # line that names the parameter.
+                raise param.error(f"invalid definition ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())})") from None
         for name, param in self.params.items():
             for parent, values in param.when.items():
                 if parent not in self.params:
@@ -383,7 +391,7 @@ class Space:
                 for value in values:
                     try:
                         parent_param.check_value(value)
-                    except SpaceError:
+                    except (SpaceError, ArithmeticError, TypeError, ValueError):
                         raise param.error(
                             f"condition value {value!r} for '{parent}' is not one of its values"
                         ) from None

@@ -150,10 +150,17 @@ def load_data(dataset: str | None = None, target: str | None = None, *, test_siz
             f"dataset '{name}': class {classes[counts.argmin()]!r} has {counts.min()} rows, "
             f"too few for a test split and {cv}-fold CV"
         )
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=test_size, stratify=y, random_state=seed
-    )
-    folds = list(StratifiedKFold(n_splits=cv).split(X_train, y_train))
+    try:
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=test_size, stratify=y, random_state=seed
+        )
+        folds = list(StratifiedKFold(n_splits=cv).split(X_train, y_train))
+    except ValueError as exc:
+        # scikit-learn's own reason (a test split smaller than the class count, more folds than
+        # a class has rows), on one line.
+        reason = " ".join(str(exc).split())
+        raise DatasetError(f"dataset '{name}' cannot be split with test size {test_size} and "
+                           f"{cv}-fold CV: {reason}") from None
     return TabularData(name, X_train, y_train, X_test, y_test, folds, names)
 
 
