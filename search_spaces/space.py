@@ -51,7 +51,13 @@ SNAP_ULPS = 4
 
 
 class SpaceError(ValueError):
-    """A malformed space or config. The message names the parameter and what is wrong."""
+    """A malformed space or config. The message names the parameter and what is wrong.
+
+    The message is always one line: line breaks in a user's text become spaces.
+    """
+
+    def __init__(self, message: object = ""):
+        super().__init__(" ".join(str(message).split()))
 
 
 def _is_number(value: Any) -> bool:
