@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+import pandas as pd
 import pytest
 
 from tests.helpers import REPO, run_module, tiny_svm_space
@@ -80,6 +81,8 @@ class LocalRayCluster:
                  f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
                  f"--dashboard-agent-listen-port={free_port()}",
                  f"--dashboard-agent-grpc-port={free_port()}"]
+        self.node_manager_ports = getattr(self, "node_manager_ports", [])
+        self.node_manager_ports.append(ports[0].split("=")[1])
         log = open(os.path.join(self.temp_dir, f"node{len(self._procs)}.log"), "w")
         self._procs.append(subprocess.Popen(
             [RAY_CLI, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
@@ -106,6 +109,23 @@ class LocalRayCluster:
                 raise RuntimeError(f"{count} nodes not up in {timeout:.0f} s: "
                                    f"{probe.stdout}{probe.stderr[-2000:]}\n{self.logs()}")
             time.sleep(1)
+
+    def kill_node(self, k: int) -> None:
+        """Lose node ``k`` as a machine is lost: SIGKILL its ``ray start`` and its raylet
+        (whose workers die with it)."""
+        proc = self._procs[k]
+        port = self.node_manager_ports[k]
+        for pid in _pids_mentioning(f"node_manager_port={port}") + \
+                _pids_mentioning(f"node-manager-port={port}"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(30)
 
     def logs(self) -> str:
         out = []
@@ -213,3 +233,72 @@ def test_finetune_checkpoints_from_both_nodes_land_in_shared_storage(cluster, s3
     # best trial (best_model.pt below).
     assert trials["checkpoint"].str.startswith(f"s3://{bucket}/ft/ft/").all(), trials["checkpoint"]
     assert "ft/ft/best_model.pt" in keys
+
+
+def test_losing_a_worker_node_mid_trial_retries_its_trial_and_loses_nothing(tmp_path):
+    # A cluster of its own: this test kills a node. Storage on this machine's disk is shared by
+    # both "nodes" here, as an object store or NFS would be on a real cluster.
+    lossy = LocalRayCluster(dict(os.environ, PYTHONPATH=REPO), workers=1, cpus_per_node=1)
+    try:
+        # Trials long enough to be mid-run when the node goes: no patience stop, 40 epochs.
+        (tmp_path / "space.py").write_text(
+            "from search_spaces.space import Fixed, LogFloat, Space\n"
+            "SPACE = Space(lr=LogFloat(1e-3, 1e-2), patience=Fixed(0), batch_size=Fixed(32))\n")
+        args = ["--address", lossy.address, "--output", str(tmp_path / "results"), "--name", "nl",
+                "--space", "space.py", "--algo", "random", "--num-samples", "2", "--epochs", "40",
+                "--seed", "3", "--max-concurrent", "2", "--max-failures", "2", "--no-baseline"]
+        env = dict(lossy.env, PYTHONPATH=REPO)
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.finetune", *args], cwd=str(tmp_path),
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        journal = tmp_path / "results" / "nl" / "journal.jsonl"
+        head_id = None
+        deadline = time.time() + 400
+        victim = None
+        while time.time() < deadline and proc.poll() is None and victim is None:
+            events = []
+            if journal.exists():
+                for line in journal.read_bytes().split(b"\n")[:-1]:
+                    events.append(json.loads(line))
+            nodes = {e["trial_id"]: e["metrics"].get("node_id") for e in events
+                     if e["event"] == "report" and e["metrics"].get("node_id")}
+            if len(set(nodes.values())) == 2:
+                # Both trials have reported an epoch, one on each node: lose the worker's.
+                head_id = _head_node_id(lossy)
+                victim = next(t for t, n in nodes.items() if n != head_id)
+            time.sleep(0.2)
+        assert victim is not None, "both trials never ran at once on the two nodes"
+        lossy.kill_node(1)
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out + err
+        assert "Traceback" not in out
+        trials = pd.read_parquet(tmp_path / "results" / "nl" / "trials.parquet")
+        epochs = pd.read_parquet(tmp_path / "results" / "nl" / "epochs.parquet")
+        assert sorted(trials["trial_index"]) == [0, 1] and trials["trial_id"].is_unique
+        assert not epochs.duplicated(["trial_id", "iteration"]).any()
+        for _, row in trials.iterrows():
+            its = epochs.loc[epochs["trial_id"] == row["trial_id"], "iteration"].tolist()
+            assert its == list(range(1, row["iterations"] + 1))
+        lost = trials.set_index("trial_id").loc[victim]
+        assert lost["status"] == "finished" and lost["iterations"] == 40, lost
+        # The lost trial was retried (a second start in the journal), picked up after its last
+        # checkpoint rather than from scratch, and ended on the head.
+        events = [json.loads(line) for line in journal.read_bytes().split(b"\n")[:-1]]
+        mine = [e for e in events if e["trial_id"] == victim]
+        starts = [i for i, e in enumerate(mine) if e["event"] == "start"]
+        assert len(starts) >= 2, [(e["event"], e.get("iteration")) for e in mine]
+        after = [e for e in mine[starts[-1]:] if e["event"] == "report"]
+        assert after and after[0]["iteration"] > 1
+        assert lost["node_id"] == head_id
+    finally:
+        lossy.shutdown()
+
+
+def _head_node_id(cluster: LocalRayCluster) -> str:
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import json, ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR');"
+         "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
+         "n['NodeManagerPort'] == int(sys.argv[2])]))",
+         cluster.address, cluster.node_manager_ports[0]],
+        env=cluster.env, capture_output=True, text=True, timeout=120)
+    return json.loads(probe.stdout.strip().splitlines()[-1])[0]
