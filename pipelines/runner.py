@@ -200,9 +200,9 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
         else:
             num_trials = args.num_samples
             if args.algo == "bayesopt":
-                from pipelines.searchers._bayesopt_box import BayesOptBox
+                from search_spaces.transform import UnitTransform
 
-                BayesOptBox(space)
+                UnitTransform(space)
     except SpaceError as exc:
         cli.fail(f"space '{args.space}' cannot be used with --algo {args.algo}: {exc}")
     if args.scheduler == "asha":
@@ -220,7 +220,10 @@ def build_searcher(task: Task, prep: Prepared) -> None:
     prep.searcher, prep.num_trials = make_searcher(
         args.algo, prep.space, metric=task.metrics.metric, mode=task.metrics.mode,
         seed=args.seed, num_samples=args.num_samples, bo_init=args.bo_init,
-        warm_start=prep.warm_start,
+        warm_start=prep.warm_start, fidelity_key=task.time_attr,
+        # With ASHA, a trial below the full budget was cut: BO models it per rung, never as final.
+        max_fidelity=(args.max_t or task.max_t(args)) if args.scheduler == "asha" else None,
+        select=task.metrics.select,
     )
 
 

@@ -9,8 +9,9 @@ One ``Space`` object serves every search algorithm:
 - ``Space.grid()``: every valid combination once; an inactive conditional parameter does not
   multiply the grid (the classic SVM grid is 4 + 16 + 16 = 36 configs, not 48);
 - ``Space.sample(n, seed)``: seeded random configs that honor log scale and conditions;
-- ``Space.to_unit(config)`` / ``Space.from_unit(vector)``: the one continuous box (log params in
-  log space, ints and categoricals relaxed) that model-based searchers share.
+- ``Space.to_unit(config)`` / ``Space.from_unit(vector)``: the one unit box (log params in log
+  space, ints with their rounding, categoricals one-hot) that model-based searchers share
+  (``search_spaces.transform``).
 
 Example::
 
@@ -527,35 +528,22 @@ class Space:
         """Names of the parameters a model-based searcher varies (all but fixed ones)."""
         return [n for n in self.order if not isinstance(self.params[n], Fixed)]
 
-    def to_unit(self, config: Mapping[str, Any]) -> dict[str, float]:
-        """Map a config into [0, 1] per searchable parameter (categoricals by index).
+    @property
+    def transform(self):
+        """The one unit box of this space (``search_spaces.transform.UnitTransform``)."""
+        if getattr(self, "_transform", None) is None:
+            from search_spaces.transform import UnitTransform
 
-        Inactive parameters map to the middle of their range.
-        """
-        out: dict[str, float] = {}
-        for name in self.searchable():
-            param = self.params[name]
-            if name not in config:
-                out[name] = 0.5
-            elif isinstance(param, Categorical):
-                k = len(param.choices)
-                out[name] = (param.index(config[name]) + 0.5) / k
-            else:
-                out[name] = param.to_unit(config[name])  # type: ignore[attr-defined]
-        return out
+            self._transform = UnitTransform(self)
+        return self._transform
 
-    def from_unit(self, unit: Mapping[str, float]) -> dict[str, Any]:
-        """Inverse of ``to_unit``: decode, then drop inactive parameters."""
-        raw: dict[str, Any] = {}
-        for name in self.searchable():
-            param = self.params[name]
-            u = min(max(float(unit[name]), 0.0), 1.0)
-            if isinstance(param, Categorical):
-                k = len(param.choices)
-                raw[name] = param.choices[min(int(u * k), k - 1)]
-            else:
-                raw[name] = param.from_unit(u)  # type: ignore[attr-defined]
-        return self.finalize(raw)
+    def to_unit(self, config: Mapping[str, Any]) -> np.ndarray:
+        """A config as a point of the unit box (see ``search_spaces.transform``)."""
+        return self.transform.encode(config)
+
+    def from_unit(self, unit: Sequence[float]) -> dict[str, Any]:
+        """Inverse of ``to_unit``: decode any point of the box to a finalized config."""
+        return self.transform.decode(np.asarray(unit, dtype=float))
 
     # --- description ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -126,9 +126,38 @@ def test_unit_box_round_trip_and_log_mapping():
                 assert math.isclose(back[key], value, rel_tol=1e-9)
             else:
                 assert back[key] == value
-    # The middle of the box is the geometric middle of a log range.
-    mid = space.from_unit({"kernel": 0.9, "C": 0.5, "gamma": 0.5, "degree": 0.5})
+    # Columns: kernel one-hot (3), C, gamma, degree. The middle of a log range is its
+    # geometric middle; the largest one-hot column picks the choice.
+    mid = space.from_unit([0.1, 0.2, 0.9, 0.5, 0.5, 0.5])
+    assert mid["kernel"] == "rbf" and "degree" not in mid
     assert math.isclose(mid["C"], math.sqrt(1e-2 * 1e3), rel_tol=1e-9)
+
+
+def test_any_point_of_the_box_decodes_to_a_valid_config_and_snaps_onto_it():
+    space = load_space("adam_finetune")
+    box = space.transform
+    rng = np.random.default_rng(0)
+    for u in rng.uniform(0, 1, size=(200, box.n_dims)):
+        config = space.from_unit(u)
+        assert space.check_config(config) == config
+        snapped = box.snap(u)
+        # Snapping keeps the config (floats up to the log/exp round trip) and is idempotent.
+        again = space.from_unit(snapped)
+        assert again.keys() == config.keys()
+        for key, value in config.items():
+            assert again[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float)
+                                  else value), key
+        assert np.allclose(box.snap(snapped), snapped, rtol=0, atol=1e-12)
+    # Ints: every integer gets an equal share of a uniform draw (no edge value starved).
+    ints = Space(n=Int(1, 4)).validate()
+    counts = np.bincount([ints.from_unit([x])["n"] for x in np.linspace(0.0005, 0.9995, 4000)])
+    assert counts[0] == 0 and all(abs(c - 1000) <= 5 for c in counts[1:]), counts
+    # Inactive params sit at 0.5 in every column, whatever value they would have had.
+    svm = load_space("svm")
+    a = svm.to_unit({"kernel": "linear", "C": 1.0})
+    b = svm.transform.snap(np.array([1.0, 0.0, 0.0, svm.to_unit({"kernel": "linear", "C": 1.0})[3],
+                                     0.93, 0.07]))
+    assert np.array_equal(a, b) and a[4] == a[5] == 0.5
 
 
 def test_space_dict_round_trip():

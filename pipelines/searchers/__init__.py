@@ -16,7 +16,9 @@ ALGORITHMS = ("grid", "random", "bayesopt")
 
 def make_searcher(algo: str, space: Space, *, metric: str, mode: str, seed: int | None,
                   num_samples: int, bo_init: int | None = None,
-                  warm_start: list[dict[str, Any]] | None = None):
+                  warm_start: list[dict[str, Any]] | None = None,
+                  fidelity_key: str = "training_iteration", max_fidelity: float | None = None,
+                  select: str = "last"):
     """Build the Searcher for ``algo``; returns ``(searcher, number_of_trials)``.
 
     Raises SpaceError (via the space) when the space cannot serve the algorithm.
@@ -36,6 +38,8 @@ def make_searcher(algo: str, space: Space, *, metric: str, mode: str, seed: int 
         from pipelines.searchers._bayesopt import BayesOptSearcher
 
         searcher = BayesOptSearcher(space, metric=metric, mode=mode, seed=seed,
-                                    n_init=bo_init, warm_start=warm_start)
+                                    n_init=bo_init, warm_start=warm_start,
+                                    fidelity_key=fidelity_key, max_fidelity=max_fidelity,
+                                    select=select)
         return searcher, num_samples
     raise ValueError(f"unknown algorithm {algo!r}; choose from {', '.join(ALGORITHMS)}")

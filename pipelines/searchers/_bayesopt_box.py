@@ -1,18 +1,17 @@
-"""The pure part of Bayesian optimization: how a Space maps onto bayes_opt's typed box.
+"""The pure part of Bayesian optimization: the init budget and reading a warm start.
 
-No Ray and no bayes_opt import here, so the pipeline can check a space for ``--algo bayesopt``
-and read a ``--warm-start`` file before Ray starts (and while it starts, import the rest).
+No Ray and no bayes_opt import here, so the pipeline can read a ``--warm-start`` file before
+Ray starts (the space's unit box is ``search_spaces.transform``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from search_spaces.space import Categorical, Fixed, Float, Int, Space, SpaceError
+from search_spaces.space import Space, SpaceError
 
 MAX_DEFAULT_N_INIT = 20
 
@@ -20,87 +19,6 @@ MAX_DEFAULT_N_INIT = 20
 def default_n_init(n_dims: int) -> int:
     """Random points before the model takes over: ``max(5, 2 * n_dims)``, at most 20."""
     return min(max(5, 2 * n_dims), MAX_DEFAULT_N_INIT)
-
-class BayesOptBox:
-    """The translation of a Space into bayes_opt's typed bounds, and back.
-
-    Parameters
-    ----------
-    space : Space
-        A validated space.
-
-    Raises
-    ------
-    SpaceError
-        If no parameter is left to model.
-    """
-
-    def __init__(self, space: Space):
-        self.space = space
-        self.pbounds: dict[str, Any] = {}
-        self.constants: dict[str, Any] = {}
-        for name in space.searchable():
-            param = space.params[name]
-            if isinstance(param, Categorical):
-                if len(param.choices) == 1:
-                    self.constants[name] = param.choices[0]
-                else:
-                    self.pbounds[name] = list(range(len(param.choices)))
-            elif isinstance(param, Int) and param.log:
-                lo, hi = param.low - 0.4999, param.high + 0.4999
-                self.pbounds[name] = (math.log10(max(lo, 1e-12)), math.log10(hi))
-            elif isinstance(param, Int):
-                self.pbounds[name] = (int(param.low), int(param.high), int)
-            elif isinstance(param, Float) and param.log:
-                self.pbounds[name] = (math.log10(param.low), math.log10(param.high))
-            elif isinstance(param, Float):
-                self.pbounds[name] = (float(param.low), float(param.high))
-        if not self.pbounds:
-            fixed = [n for n, p in space.params.items() if isinstance(p, Fixed)]
-            raise SpaceError(
-                f"space '{space.name}' has nothing to optimize for bayesopt: every parameter is "
-                f"fixed or has one choice ({', '.join(fixed + list(self.constants)) or 'none'})"
-            )
-
-    @property
-    def n_dims(self) -> int:
-        return len(self.pbounds)
-
-    def decode(self, x: Mapping[str, Any]) -> dict[str, Any]:
-        """Map a bayes_opt point to a finalized config of the space."""
-        raw: dict[str, Any] = dict(self.constants)
-        for name, value in x.items():
-            param = self.space.params[name]
-            if isinstance(param, Categorical):
-                raw[name] = param.choices[int(value)]
-            elif isinstance(param, Int):
-                v = 10.0 ** float(value) if param.log else float(value)
-                raw[name] = int(min(max(round(v), param.low), param.high))
-            else:
-                v = 10.0 ** float(value) if param.log else float(value)  # type: ignore[union-attr]
-                raw[name] = float(min(max(v, param.low), param.high))  # type: ignore[union-attr]
-        return self.space.finalize(raw)
-
-    def encode(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Map a config to a bayes_opt point; inactive params sit at the middle of their range.
-
-        Any point that decodes to the same config would do for an inactive param; the middle is
-        the convention ``Space.to_unit`` uses too.
-        """
-        x: dict[str, Any] = {}
-        for name, bounds in self.pbounds.items():
-            param = self.space.params[name]
-            if isinstance(param, Categorical):
-                x[name] = _choice_index(param, config[name]) if name in config else 0
-                continue
-            lo, hi = float(bounds[0]), float(bounds[1])
-            if name not in config:
-                v = (lo + hi) / 2.0
-            else:
-                v = math.log10(config[name]) if param.log else float(config[name])  # type: ignore[union-attr]
-            v = min(max(v, lo), hi)
-            x[name] = int(round(v)) if len(bounds) == 3 else v
-        return x
 
 def warm_start_from_parquet(path: str, space: Space, metric: str) -> list[dict[str, Any]]:
     """Read an earlier experiment's ``trials.parquet`` into warm-start rows.
@@ -165,13 +83,6 @@ def _is_missing(value: Any) -> bool:
     except TypeError:  # pd.NA refuses bool()
         return True
 
-
-def _choice_index(param: Categorical, value: Any) -> int:
-    # ``list.index`` would map True onto a choice 1 listed before it (True == 1).
-    for i, choice in enumerate(param.choices):
-        if type(choice) is type(value) and choice == value:
-            return i
-    return param.index(value)
 
 def _plain(value: Any) -> Any:
     """numpy scalars to Python ones, so configs pickle and print cleanly."""
