@@ -147,8 +147,16 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
                      f"{_flag(key)} {stored[key]}; leave it out to continue the experiment as it "
                      "was started")
     for key, value in stored.items():
-        if key not in cli.RESUMABLE_FLAGS and hasattr(args, key) and not key.startswith("_"):
+        if not hasattr(args, key) or key.startswith("_") or key in _THIS_RUN_ONLY:
+            continue
+        # A flag that may change (--max-concurrent, say) keeps the experiment's value unless
+        # given again: ASHA's cuts depend on how many trials run at once.
+        if key not in cli.RESUMABLE_FLAGS or key not in given:
             setattr(args, key, value)
+
+
+# Where and how this process runs: never taken from the stored experiment.
+_THIS_RUN_ONLY = frozenset({"resume", "name", "output", "address", "verbose"})
 
 
 def prepare(task: Task, args: argparse.Namespace) -> Prepared:
