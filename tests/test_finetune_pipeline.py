@@ -67,3 +67,14 @@ def test_finetune_bad_input_is_one_line_exit_2(tmp_path, args, expected):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_best_trial_without_a_checkpoint_is_an_error_not_a_skipped_test():
+    import argparse
+
+    from pipelines.finetune import _evaluate
+    from pipelines.runner import EvaluationError
+
+    args = argparse.Namespace(no_baseline=True, name="x")
+    with pytest.raises(EvaluationError, match="best trial abc recorded no checkpoint"):
+        _evaluate(args, {"data_spec": None, "model_spec": None}, {"trial_id": "abc"})
