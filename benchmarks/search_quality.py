@@ -62,11 +62,11 @@ from _common import print_table  # noqa: E402
 from sq_problems import Problem, all_problems, synthetic_problems  # noqa: E402
 
 METHODS = {"random": "project random (Space.sample)",
-           "bayesopt": "project bayesopt (BayesOptSearcher: ARD GP, log-EI, constant liar)",
-           "bo-kb": "project bayesopt with the kriging believer for trials in flight",
+           "bayesopt": "project bayesopt (BayesOptSearcher: ARD GP, log-EI, kriging believer)",
+           "bo-cl": "project bayesopt with a constant liar (worst score) for trials in flight",
            "tpe": "Optuna TPESampler (constant_liar when parallel)",
            "gp": "Optuna GPSampler"}
-PROJECT_METHODS = ("random", "bayesopt", "bo-kb")
+PROJECT_METHODS = ("random", "bayesopt", "bo-cl")
 GROUPS = ("synthetic", "real")
 # Covers a log int and a categorical (hpo6), a conditional space (cond), a real task with a fixed
 # parameter (svm-wine), an int-heavy real task (rf-wine), both modes, every method.
@@ -119,10 +119,10 @@ def run_method(method: str, problem: Problem, seed: int, budget: int, in_flight:
     if method in PROJECT_METHODS:
         from pipelines.searchers import make_searcher
 
-        searcher, _ = make_searcher("bayesopt" if method == "bo-kb" else method, problem.space,
+        searcher, _ = make_searcher("bayesopt" if method == "bo-cl" else method, problem.space,
                                     metric="score", mode="min", seed=seed, num_samples=budget)
-        if method == "bo-kb":
-            searcher._liar = "believer"
+        if method == "bo-cl":
+            searcher._liar = "worst"
 
         def ask(i: int):
             config = searcher.suggest(f"t{i}")
