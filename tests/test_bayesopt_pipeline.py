@@ -79,3 +79,21 @@ def test_interrupted_experiment_resumes_and_keeps_finished_trials(tmp_path):
     # Trials finished before the interrupt are kept as they were, not re-run.
     kept = after.set_index("trial_id").loc[before["trial_id"], "cv_accuracy"]
     assert kept.tolist() == before["cv_accuracy"].tolist()
+
+
+def test_bayesopt_with_asha_is_multi_fidelity_search(tmp_path):
+    # ASHA cuts most trials at the first rung; the model must keep suggesting from the rungs
+    # (not crash on, or learn, cut scores as final), and every suggestion is journaled with
+    # where it came from.
+    proc = run_module("pipelines.svm", "--algo", "bayesopt", "--scheduler", "asha",
+                      "--num-samples", "12", "--bo-init", "4", "--seed", "2", "--max-concurrent",
+                      "1", "--output", str(tmp_path), "--name", "boasha", "--num-cpus", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = pd.read_parquet(tmp_path / "boasha" / "trials.parquet")
+    assert len(trials) == 12 and sorted(trials["trial_index"]) == list(range(12))
+    assert (trials["status"] == "stopped_early").any() and (trials["fidelity"] == 1.0).any()
+    events = [json.loads(line) for line in
+              (tmp_path / "boasha" / "journal.jsonl").read_text().splitlines()]
+    sources = [e["source"] for e in sorted((e for e in events if e["event"] == "start"),
+                                           key=lambda e: e["trial_index"])]
+    assert sources[:4] == ["random"] * 4 and sources[4:] == ["model"] * 8
