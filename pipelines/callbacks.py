@@ -26,14 +26,15 @@ class ResultsCallback(Callback):
         self.scheduler = scheduler
         self.searcher = searcher
 
-    def _journal_id(self, trials: list, trial: Any) -> str:
-        placement = self.searcher.placement(trial.trial_id) if self.searcher is not None else None
-        if placement is not None:
-            return placement.trial_id
-        return trial.trial_id
+    def _placement(self, trial: Any):
+        return self.searcher.placement(trial.trial_id) if self.searcher is not None else None
+
+    def _journal_id(self, trial: Any) -> str:
+        placement = self._placement(trial)
+        return placement.trial_id if placement is not None else trial.trial_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        placement = self.searcher.placement(trial.trial_id) if self.searcher is not None else None
+        placement = self._placement(trial)
         if placement is not None:
             journal_id, index, source = placement.trial_id, placement.index, placement.source
         else:  # not from our searcher: Tune's creation order is the best we know
@@ -44,7 +45,7 @@ class ResultsCallback(Callback):
         self.writer.start_trial(journal_id, index, trial.config, source=source)
 
     def _ensure_started(self, iteration: int, trials: list, trial: Any) -> str:
-        journal_id = self._journal_id(trials, trial)
+        journal_id = self._journal_id(trial)
         if not self.writer.known(journal_id):
             self.on_trial_start(iteration, trials, trial)
         return journal_id
@@ -53,7 +54,7 @@ class ResultsCallback(Callback):
         self.writer.add_result(self._ensure_started(iteration, trials, trial), result)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        self.writer.add_checkpoint(self._journal_id(trials, trial), _checkpoint_uri(checkpoint))
+        self.writer.add_checkpoint(self._journal_id(trial), _checkpoint_uri(checkpoint))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         journal_id = self._ensure_started(iteration, trials, trial)

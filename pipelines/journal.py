@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow.fs as pafs
 
 from pipelines.storage import Storage
@@ -184,10 +185,12 @@ def _cut_torn_tail(path: str) -> None:
 
 
 # --- the views --------------------------------------------------------------------------------
-def _finite_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float if it is a finite real number (numpy scalars too), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
-    return float(value) if math.isfinite(value) else None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class TrialLog:
@@ -277,7 +280,7 @@ class TrialLog:
         best, best_value = None, None
         sign = 1.0 if self.mode == "max" else -1.0
         for report in self.epoch_reports(trial_id):
-            value = _finite_number(report.get("metrics", {}).get(self.metric))
+            value = finite_number(report.get("metrics", {}).get(self.metric))
             if value is not None and (best_value is None or sign * value > sign * best_value):
                 best, best_value = report, value
         return best

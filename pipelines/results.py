@@ -192,14 +192,6 @@ def table_bytes(table: pa.Table, metadata: Mapping[str, Any]) -> bytes:
     return sink.getvalue()
 
 
-def _is_better(a: float | None, b: float | None, mode: str) -> bool:
-    if a is None or (isinstance(a, float) and math.isnan(a)):
-        return False
-    if b is None or (isinstance(b, float) and math.isnan(b)):
-        return True
-    return a > b if mode == "max" else a < b
-
-
 class ResultsWriter:
     """Journals every trial event at once, and writes the Parquet views of the journal.
 

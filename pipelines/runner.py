@@ -127,6 +127,11 @@ def config_from_row(row: Mapping[str, Any], space: Space) -> dict[str, Any]:
     return space.finalize({k: v for k, v in raw.items() if v is not None})
 
 
+def full_budget(task: Task, args: argparse.Namespace) -> int:
+    """Reports a trial makes at full budget: ``--max-t``, else the task's own."""
+    return args.max_t or task.max_t(args)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -214,7 +219,7 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
     except SpaceError as exc:
         cli.fail(f"space '{args.space}' cannot be used with --algo {args.algo}: {exc}")
     if args.scheduler == "asha":
-        max_t = args.max_t or task.max_t(args)
+        max_t = full_budget(task, args)
         if args.grace_period > max_t:
             cli.fail(f"--grace-period ({args.grace_period}) exceeds --max-t ({max_t})")
     return Prepared(args, space, storage, None, num_trials, warm_start, flags, previous)
@@ -230,7 +235,7 @@ def build_searcher(task: Task, prep: Prepared) -> None:
         seed=args.seed, num_samples=args.num_samples, bo_init=args.bo_init,
         warm_start=prep.warm_start, fidelity_key=task.time_attr,
         # With ASHA, a trial below the full budget was cut: BO models it per rung, never as final.
-        max_fidelity=(args.max_t or task.max_t(args)) if args.scheduler == "asha" else None,
+        max_fidelity=full_budget(task, args) if args.scheduler == "asha" else None,
         select=task.metrics.select,
     )
 
@@ -294,7 +299,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     from pipelines.callbacks import ResultsCallback
     from pipelines.schedulers import build_scheduler
 
-    scheduler = build_scheduler(args, task.max_t(args), time_attr=task.time_attr)
+    scheduler = build_scheduler(args, full_budget(task, args), time_attr=task.time_attr)
     if scheduler is not None and log is not None:
         scheduler.seed_from_journal(log, task.metrics.metric, task.metrics.mode)
     if progress is not None:

@@ -6,6 +6,8 @@ import argparse
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from pipelines.journal import finite_number
+
 
 class RecordingASHA(ASHAScheduler):
     """Ray's ASHAScheduler that remembers which trials it cut before their full budget.
@@ -26,13 +28,13 @@ class RecordingASHA(ASHAScheduler):
         seeded = 0
         for trial_id in log.trials:
             for report in log.epoch_reports(trial_id):
-                value = report["metrics"].get(metric)
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                value = finite_number(report["metrics"].get(metric))
+                if value is None:
                     continue
                 for bracket in self._brackets:
                     for milestone, recorded in bracket._rungs:
                         if report["iteration"] == milestone and trial_id not in recorded:
-                            recorded[trial_id] = sign * float(value)
+                            recorded[trial_id] = sign * value
                             seeded += 1
         return seeded
 
@@ -45,12 +47,13 @@ class RecordingASHA(ASHAScheduler):
 
 def build_scheduler(args: argparse.Namespace, max_t: int,
                     time_attr: str = "training_iteration") -> RecordingASHA | None:
-    """None for ``--scheduler fifo`` (Tune's FIFO), else ASHA on the trial's report count."""
+    """None for ``--scheduler fifo`` (Tune's FIFO), else ASHA on ``time_attr`` with ``max_t``
+    the full budget (``runner.full_budget``: ``--max-t``, else the task's)."""
     if args.scheduler == "fifo":
         return None
     return RecordingASHA(
         time_attr=time_attr,
-        max_t=args.max_t or max_t,
+        max_t=max_t,
         grace_period=args.grace_period,
         reduction_factor=args.reduction_factor,
     )

@@ -72,12 +72,11 @@ def load_space(spec: str) -> Space:
     try:
         return space.validate()
     except SpaceError as exc:
-        raise SpaceError(" ".join(f"space '{spec}': {exc}".split())) from None
+        raise SpaceError(f"space '{spec}': {exc}") from None
     except Exception as exc:  # a value the checks did not foresee (an array, a huge int)
         raise SpaceError(f"space '{spec}' is not valid: {_one_line(exc)}") from None
 
 
 def _one_line(exc: BaseException) -> str:
-    """``Type: message`` on one line, however the message was written."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """``Type: message`` (SpaceError puts it on one line)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc).strip() else type(exc).__name__

@@ -379,8 +379,7 @@ class Space:
             except (ArithmeticError, TypeError, ValueError) as exc:
                 # Values no check foresaw (an int beyond float range, a numpy array): still one
                 # line that names the parameter.
-                raise param.error(f"invalid definition ({type(exc).__name__}: "
-                                  f"{' '.join(str(exc).split())})") from None
+                raise param.error(f"invalid definition ({type(exc).__name__}: {exc})") from None
         for name, param in self.params.items():
             for parent, values in param.when.items():
                 if parent not in self.params:

@@ -6,11 +6,11 @@ Ray starts (the space's unit box is ``search_spaces.transform``).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from pipelines.journal import finite_number as _finite
 from search_spaces.space import Space, SpaceError
 
 MAX_DEFAULT_N_INIT = 20
@@ -68,14 +68,6 @@ def warm_start_from_parquet(path: str, space: Space, metric: str) -> list[dict[s
                   if not _is_missing(record[col])}
         rows.append({"config": config, "score": score})
     return rows
-
-def _finite(value: Any) -> float | None:
-    """``value`` as a float if it is a finite real number, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
 
 def _is_missing(value: Any) -> bool:
     try:
