@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import sys
 import threading
@@ -37,6 +36,7 @@ from pipelines.journal import (
     TrialLog,
     checkpoint_event,
     end_event,
+    finite_number,
     report_event,
     start_event,
 )
@@ -50,7 +50,7 @@ EPOCHS_FILE = "epochs.parquet"
 EXPERIMENT_FILE = "experiment.json"
 
 __all__ = ["JOURNAL_FILE", "STATUS_ERROR", "STATUS_FINISHED", "STATUS_STOPPED", "ResultsWriter",
-           "MetricColumns", "SCHEMA_VERSION"]
+           "MetricColumns", "SCHEMA_VERSION", "best_row", "comparable_rows", "ranked_rows"]
 
 
 @dataclass(frozen=True)
@@ -378,20 +378,57 @@ class ResultsWriter:
         self._flush_seconds = time.monotonic() - started
 
     def best(self) -> dict[str, Any] | None:
-        """The best trial by the task's ``select`` rule; ties keep the earliest trial.
+        """The best trial by the task's ``select`` rule; ties keep the earliest trial."""
+        return best_row(self.finished_rows(), self.metrics)
 
-        The earliest wins a tie, as scikit-learn's GridSearchCV does (``best_index_``).
-        """
-        key = self.metrics.score_column
-        rows = [r for r in self.finished_rows() if r["status"] != STATUS_ERROR
-                and r.get(key) is not None and not math.isnan(float(r[key]))]
-        if not rows:
-            return None
-        if self.metrics.select == "last":
-            top_step = max(float(r.get(self.metrics.step) or 0) for r in rows)
-            rows = [r for r in rows if float(r.get(self.metrics.step) or 0) >= top_step]
-        sign = 1.0 if self.metrics.mode == "max" else -1.0
-        return max(rows, key=lambda r: (sign * float(r[key]), -r["trial_index"]))
+
+def comparable_rows(rows: Sequence[Mapping[str, Any]],
+                    metrics: MetricColumns) -> list[Mapping[str, Any]]:
+    """The trials whose scores can be ranked against each other, in the order given.
+
+    A trial counts when it did not fail and has a finite score in ``metrics.score_column``.
+    With ``select == "last"`` only the trials that reached the highest fidelity any of them
+    reached count: an SVM scored on 1/9 of the rows is not comparable with one scored on all.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        ``trials.parquet`` rows (missing values as None).
+    metrics : MetricColumns
+        The task's metric, mode, step and selection rule.
+
+    Returns
+    -------
+    list of mapping
+        The comparable rows.
+    """
+    key = metrics.score_column
+    rows = [r for r in rows if r.get("status") != STATUS_ERROR
+            and finite_number(r.get(key)) is not None]
+    if rows and metrics.select == "last":
+        top_step = max(float(r.get(metrics.step) or 0) for r in rows)
+        rows = [r for r in rows if float(r.get(metrics.step) or 0) >= top_step]
+    return rows
+
+
+def ranked_rows(rows: Sequence[Mapping[str, Any]],
+                metrics: MetricColumns) -> list[Mapping[str, Any]]:
+    """The comparable rows (``comparable_rows``), best first; ties keep the earliest trial.
+
+    The earliest wins a tie, as scikit-learn's GridSearchCV does (``best_index_``). This is the
+    project's one selection rule: the run's best trial, the report's top configs and the
+    analysis all rank with it.
+    """
+    sign = 1.0 if metrics.mode == "max" else -1.0
+    key = metrics.score_column
+    return sorted(comparable_rows(rows, metrics),
+                  key=lambda r: (-sign * float(r[key]), int(r["trial_index"])))
+
+
+def best_row(rows: Sequence[Mapping[str, Any]], metrics: MetricColumns) -> Any:
+    """The best of ``rows`` by ``ranked_rows``, or None when no trial has a comparable score."""
+    ranked = ranked_rows(rows, metrics)
+    return ranked[0] if ranked else None
 
 
 # Result keys journaled with each report besides the metric columns: where it ran, why it
