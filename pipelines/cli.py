@@ -36,7 +36,7 @@ def fail(message: str) -> NoReturn:
 
 # Flags that say how and where to run, not what the experiment is: --resume may change them.
 RESUMABLE_FLAGS = frozenset({"resume", "name", "output", "address", "num_cpus", "verbose",
-                             "max_concurrent", "max_failures"})
+                             "max_concurrent", "max_failures", "no_report"})
 
 _UNSET = object()
 
@@ -154,6 +154,8 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
     out.add_argument("--num-cpus", type=positive_int, default=None,
                      help="CPUs for a local Ray (default: all of this machine's)")
     out.add_argument("--verbose", action="store_true", help="show Ray's own logs and progress")
+    out.add_argument("--no-report", action="store_true",
+                     help="skip writing report.html (python -m pipelines.report) at the end")
     out.add_argument("--max-failures", type=non_negative_int, default=0,
                      help="retries of a failed trial, from its last checkpoint where it has one "
                           "(default: 0)")

@@ -7,7 +7,7 @@ Every pipeline describes itself as a ``Task``; ``run`` does the rest in the same
 3. build the Tuner in one place from TuneConfig and RunConfig and run it, writing Parquet as
    trials finish;
 4. refit or reload the best trial and score it once on the held-out test split;
-5. print a summary and write ``experiment.json``.
+5. print a summary and write ``experiment.json`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
 
 
 # Where and how this process runs: never taken from the stored experiment.
-_THIS_RUN_ONLY = frozenset({"resume", "name", "output", "address", "verbose"})
+_THIS_RUN_ONLY = frozenset({"resume", "name", "output", "address", "verbose", "no_report"})
 
 
 def prepare(task: Task, args: argparse.Namespace) -> Prepared:
@@ -368,6 +368,22 @@ def default_concurrency(resources: Any) -> int:
     return max(1, min(fits) if fits else 1)
 
 
+def _write_report(location: str) -> str | None:
+    """Write the experiment's report.html; returns where, or None after one warning line.
+
+    The report is a view of results already written: its failure never fails the run.
+    """
+    try:
+        from pipelines.report import write_report as write
+
+        return write([location])
+    except Exception as exc:
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"warning      report not written: {first} (retry: python -m pipelines.report "
+              f"{location})", file=sys.stderr)
+        return None
+
+
 def run(task: Task, args: argparse.Namespace) -> int:
     """Run the experiment described by ``args``; returns the process exit code."""
     started = time.time()
@@ -501,6 +517,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         },
     })
     write_experiment_json(storage, args.name, info)
+    report = None if args.no_report else _write_report(storage.uri_of(args.name))
 
     out = sys.stdout
     metric = task.metrics.metric
@@ -512,6 +529,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
         print("best         none: no trial produced a score"
               + (f" (first error: {first_error})" if first_error else ""), file=out)
         print(f"results      {storage.uri_of(args.name)}", file=out)
+        if report:
+            print(f"report       {report}", file=out)
         return 1
     print(f"best config  {describe_config(config_from_row(best, space))}", file=out)
     print(f"{metric:<12} {best[task.metrics.score_column]:.4f}", file=out)
@@ -522,6 +541,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
         print(line, file=out)
     print(f"results      {storage.uri_of(args.name)}/ (trials.parquet, epochs.parquet, "
           f"experiment.json)", file=out)
+    if report:
+        print(f"report       {report}", file=out)
     if counts["errors"]:
         first_error = next((r.get("error") for r in rows if r.get("error")), "")
         print(f"warning      {counts['errors']} trials failed; first error: {first_error}",
