@@ -474,3 +474,76 @@ def test_fine_tuning_registers_the_selected_epoch_not_the_last():
         searcher.on_trial_result("a", {"epoch": epoch, "val_accuracy": acc})
     searcher.on_trial_complete("a", {"epoch": 3, "val_accuracy": 0.8})
     assert searcher.observations[0][1] == 0.9
+
+
+# --- the GP fit and the acquisition search -----------------------------------------------------
+def test_kernel_prior_gradient_matches_its_value():
+    """The MAP fit's prior term: its analytic gradient agrees with central differences."""
+    from pipelines.searchers._bayesopt import _log_prior
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        theta = rng.uniform(-4.0, 3.0, size=7)
+        _, gradient = _log_prior(theta)
+        numeric = [(_log_prior(theta + h)[0] - _log_prior(theta - h)[0]) / 2e-6
+                   for h in np.eye(len(theta)) * 1e-6]
+        np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-6)
+
+
+def test_prior_keeps_length_scales_away_from_the_bounds_on_few_points():
+    """Maximum likelihood on 6 points in 6 dimensions tends to put length scales at a bound;
+    the prior keeps every one strictly inside, where the search can use it."""
+    from pipelines.searchers._bayesopt import _PriorGP, gp_params
+
+    rng = np.random.default_rng(3)
+    x = rng.random((6, 6))
+    y = np.sin(5 * x[:, 0]) + x[:, 1]
+    gp = _PriorGP(**gp_params(6, 0, 6)).fit(x, y)
+    scales = gp.kernel_.k1.k2.length_scale
+    assert np.all(scales > 0.05) and np.all(scales < 20), scales
+
+
+def test_neighbours_change_one_discrete_parameter_and_stay_valid():
+    from search_spaces.transform import UnitTransform
+
+    space = mixed_space()
+    box = UnitTransform(space)
+    config = space.finalize({"lr": 1e-3, "layers": 4, "units": 64, "optimizer": "adam",
+                             "epochs": 3})
+    config = box.decode(box.encode(config))  # the round trip's floats
+    moves = box.neighbours(box.encode(config))
+    decoded = [box.decode(u) for u in moves]
+    assert all(space.check_config(c) == c for c in decoded)
+    changed = [{k for k in set(c) | set(config) if c.get(k) != config.get(k)} for c in decoded]
+    # A categorical switch may switch a child on; nothing else moves, continuous lr never.
+    assert all(d and "lr" not in d for d in changed)
+    assert {frozenset(d) for d in changed} >= {frozenset({"layers"}), frozenset({"units"}),
+                                                frozenset({"optimizer", "momentum"})}
+    assert {c["layers"] for c in decoded} >= {3, 5}
+    assert {c["units"] for c in decoded} >= {63, 65}
+    assert len({tuple(u) for u in moves}) == len(moves)  # no repeats, not the start itself
+    assert tuple(box.snap(box.encode(config))) not in {tuple(u) for u in moves}
+
+
+def test_bo_beats_random_search_in_six_continuous_dimensions():
+    """A 6-dim bowl whose minimum is no grid or corner point: 12 random points, then 18 model
+    suggestions, against 30 random draws on the same seeds."""
+    from pipelines.searchers import make_searcher
+
+    space = Space({f"x{i}": Float(0.0, 1.0) for i in range(6)}, name="bowl")
+    centre = np.array([0.31, 0.72, 0.55, 0.18, 0.86, 0.43])
+
+    def bowl(config):
+        x = np.array([config[f"x{i}"] for i in range(6)])
+        return float(np.sum((x - centre) ** 2))
+
+    bo, rnd = [], []
+    for seed in range(4):
+        searcher = BayesOptSearcher(space, metric="score", mode="min", seed=seed, n_init=12)
+        bo.append(min(bowl(c) for c in drive(searcher, 30, fn=bowl)))
+        searcher = make_searcher("random", space, metric="score", mode="min", seed=seed,
+                                 num_samples=30)[0]
+        rnd.append(min(bowl(c) for c in drive(searcher, 30, fn=bowl)))
+    # Measured: BO 0.0007-0.033, random 0.08-0.26 (seeds 0-3).
+    assert np.median(bo) < 0.2 * np.median(rnd), (bo, rnd)
+    assert all(b < r for b, r in zip(bo, rnd, strict=True)), (bo, rnd)
