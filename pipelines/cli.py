@@ -99,6 +99,17 @@ def _reduction_factor(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A share strictly above 0 and at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    return value
+
+
 def _name(text: str) -> str:
     if len(text) > 100:
         raise argparse.ArgumentTypeError(f"must be at most 100 characters, got {len(text)}")

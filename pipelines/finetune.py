@@ -48,7 +48,8 @@ def _specs(args: argparse.Namespace):
     from trainables.image_models import resolve_model
 
     data_spec = resolve_dataset(args.dataset or "digits-transfer", args.data_root,
-                                split_seed=args.split_seed)
+                                split_seed=args.split_seed, train_fraction=args.train_fraction,
+                                val_fraction=args.val_fraction)
     model_spec = resolve_model(args.model, args.weights, data_spec)
     return data_spec, model_spec
 
@@ -185,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "downloaded only when online) or 'none'")
     model.add_argument("--data-root", default=None,
                        help="where torchvision datasets live (MNIST, FashionMNIST, CIFAR10; default ./data)")
+    model.add_argument("--train-fraction", type=cli.fraction, default=None, metavar="F",
+                       help="keep this share of the training rows, stratified (few labels: "
+                            "0.1 keeps 10%%; default: all)")
+    model.add_argument("--val-fraction", type=cli.fraction, default=None, metavar="F",
+                       help="validation share of the rows the dataset splits itself (default: "
+                            "digits-transfer 0.2, torchvision 0.1 of train, folders 0.15)")
     model.add_argument("--epochs", type=cli.positive_int, default=6, help="epochs per trial (default: 6)")
     model.add_argument("--no-baseline", action="store_true", help="skip the SVM baseline")
     res = parser.add_argument_group("resources")

@@ -174,3 +174,33 @@ def test_train_limit_keeps_classes_balanced():
     labels = load_dataset(spec).train.labels
     assert len(labels) == 50
     assert np.bincount(labels.numpy()).min() >= 9
+
+
+def test_few_labels_regime_keeps_val_and_test_and_subsamples_train():
+    """--train-fraction 0.1 --val-fraction 0.4: a tenth of the training rows, every class
+    present, a validation split twice the default, and the same held-out test split."""
+    default = load_dataset(resolve_dataset("digits-transfer"))
+    spec = resolve_dataset("digits-transfer", train_fraction=0.1, val_fraction=0.4)
+    few = load_dataset(spec)
+    assert torch.equal(few.test.images, default.test.images)  # test rows never move
+    assert len(few.val) >= 2 * len(default.val) - 2
+    full_train = len(load_dataset(resolve_dataset("digits-transfer", val_fraction=0.4)).train)
+    assert len(few.train) == round(0.1 * full_train)
+    assert sorted(set(few.train.labels.tolist())) == [0, 1, 2, 3, 4]
+    assert np.bincount(few.train.labels.numpy()).min() >= len(few.train) // 5 - 1
+    # The training rows kept are rows of the full training split, not of val or test.
+    rows = {bytes(img.numpy()) for img in few.train.images}
+    assert not rows & {bytes(img.numpy()) for img in few.val.images}
+    assert spec.to_dict()["train_fraction"] == 0.1  # recorded with the experiment
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"train_fraction": 0.0}, "train fraction must be in (0, 1]"),
+    ({"train_fraction": 1.5}, "train fraction must be in (0, 1]"),
+    ({"val_fraction": 1.0}, "val fraction must be in (0, 1)"),
+    ({"val_fraction": 0.8}, "use a val fraction below 0.75"),
+])
+def test_bad_fractions_are_one_line_errors(kwargs, words):
+    with pytest.raises(DataError) as err:
+        resolve_dataset("digits-transfer", **kwargs)
+    assert words in str(err.value) and "\n" not in str(err.value)

@@ -23,7 +23,7 @@ import gzip
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ __all__ = [
 
 DIGITS_SOURCE_CLASSES = (0, 1, 2, 3, 4)
 DIGITS_TARGET_CLASSES = (5, 6, 7, 8, 9)
+DIGITS_DEFAULT_VAL = 0.2
+FOLDER_DEFAULT_VAL = 0.15
 
 _TORCHVISION = {
     "mnist": ("MNIST", 1, (28, 28), 10),
@@ -101,6 +103,9 @@ class DatasetSpec:
         Seed of the split permutation; part of the spec so every trial sees the same split.
     train_limit : int or None
         Keep at most this many training rows (stratified), for quick runs.
+    train_fraction : float or None
+        Keep this share of the training rows (stratified, at least one per class): the
+        few-labels regime, where configs differ by more than a validation split can hide.
     """
 
     name: str
@@ -114,6 +119,7 @@ class DatasetSpec:
     test_fraction: float = 0.2
     split_seed: int = 0
     train_limit: int | None = None
+    train_fraction: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,6 +193,8 @@ def resolve_dataset(
     image_size: int | None = None,
     train_limit: int | None = None,
     split_seed: int = 0,
+    train_fraction: float | None = None,
+    val_fraction: float | None = None,
 ) -> DatasetSpec:
     """Check that a dataset is usable and describe it, without loading it.
 
@@ -203,6 +211,12 @@ def resolve_dataset(
         Keep at most this many training rows.
     split_seed : int
         Seed of the train/val(/test) permutation.
+    train_fraction : float, optional
+        Keep this share (0 < f <= 1) of the training rows, stratified.
+    val_fraction : float, optional
+        The validation share, in place of the dataset's default (0.2 of digits-transfer, 0.1 of
+        a torchvision training set, 0.15 of an ImageFolder tree). With a test split carved from
+        the same rows, the two together must leave training rows.
 
     Returns
     -------
@@ -215,6 +229,25 @@ def resolve_dataset(
     """
     if train_limit is not None and int(train_limit) < 1:
         raise DataError(f"train_limit must be a positive integer, got {train_limit!r}")
+    if train_fraction is not None and not 0.0 < float(train_fraction) <= 1.0:
+        raise DataError(f"train fraction must be in (0, 1], got {train_fraction!r}")
+    if val_fraction is not None and not 0.0 < float(val_fraction) < 1.0:
+        raise DataError(f"val fraction must be in (0, 1), got {val_fraction!r}")
+    spec = _resolve(name_or_path, data_root, image_size, train_limit, split_seed)
+    changes: dict[str, Any] = {}
+    if train_fraction is not None:
+        changes["train_fraction"] = float(train_fraction)
+    if val_fraction is not None:
+        if float(val_fraction) + spec.test_fraction >= 0.95:
+            raise DataError(
+                f"val fraction {val_fraction} and the test split's {spec.test_fraction} leave "
+                f"under 5% of {spec.name} for training; use a val fraction below "
+                f"{0.95 - spec.test_fraction:.2f}")
+        changes["val_fraction"] = float(val_fraction)
+    return replace(spec, **changes) if changes else spec
+
+
+def _resolve(name_or_path, data_root, image_size, train_limit, split_seed) -> DatasetSpec:
     key = str(name_or_path).strip()
     lowered = key.lower()
     if lowered in ("digits-transfer", "digits_transfer", "digits"):
@@ -226,7 +259,7 @@ def resolve_dataset(
             in_channels=1,
             image_size=(8, 8),
             class_names=tuple(str(c) for c in DIGITS_TARGET_CLASSES),
-            val_fraction=0.2,
+            val_fraction=DIGITS_DEFAULT_VAL,
             test_fraction=0.2,
             split_seed=split_seed,
             train_limit=train_limit,
@@ -333,7 +366,7 @@ def _resolve_imagefolder(root: Path, image_size, train_limit, split_seed) -> Dat
         in_channels=channels,
         image_size=size,
         class_names=tuple(classes),
-        val_fraction=0.15,
+        val_fraction=FOLDER_DEFAULT_VAL,
         test_fraction=0.0 if presplit else 0.15,
         split_seed=split_seed,
         train_limit=train_limit,
@@ -364,6 +397,10 @@ def load_dataset(spec: DatasetSpec) -> Splits:
     else:
         raise DataError(f"unknown dataset kind '{spec.kind}'")
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = arrays
+    if spec.train_fraction is not None and spec.train_fraction < 1.0:
+        n = max(len(np.unique(y_tr)), int(round(spec.train_fraction * len(y_tr))))
+        keep = _stratified_subset(y_tr, n, spec.split_seed)
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
     if spec.train_limit is not None and len(y_tr) > spec.train_limit:
         keep = _stratified_subset(y_tr, spec.train_limit, spec.split_seed)
         x_tr, y_tr = x_tr[keep], y_tr[keep]
@@ -394,26 +431,50 @@ def _to_splits(spec: DatasetSpec, train, val, test) -> Splits:
     )
 
 
-def _stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int):
-    """Index arrays: the remainder first, then one per fraction; stratified by label.
+def _stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Row indices in a random order that interleaves the classes evenly.
 
-    Each row gets a key (its rank in a random permutation of its class, over the class size),
-    and the splits take consecutive runs of the sorted keys: every split holds about its
-    fraction of every class, and the sizes are exact even for classes with few rows (where
-    rounding per class would leave small splits empty).
+    Each row gets a key (its rank in a random permutation of its class, over the class size);
+    any consecutive run of the sorted keys holds about its share of every class, and the sizes
+    are exact even for classes with few rows (where rounding per class would leave small splits
+    empty).
     """
     rng = np.random.default_rng(seed)
     keys = np.empty(len(labels), dtype=np.float64)
     for label in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == label))
         keys[idx] = (np.arange(len(idx)) + rng.random()) / len(idx)
-    order = np.argsort(keys, kind="stable")
+    return np.argsort(keys, kind="stable")
+
+
+def _stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int):
+    """Index arrays: the remainder first, then one per fraction; stratified by label."""
+    order = _stratified_order(labels, seed)
     parts, start = [], 0
     for fraction in fractions:
         size = int(round(fraction * len(labels)))
         parts.append(np.sort(order[start : start + size]))
         start += size
     return [np.sort(order[start:]), *parts]
+
+
+def _split_keeping_test(labels: np.ndarray, val_fraction: float, test_fraction: float,
+                        default_val: float, seed: int):
+    """(train, val, test) index arrays whose test rows do not depend on ``val_fraction``.
+
+    The test split is the run of the stratified order that the default split gives it (after
+    ``default_val``'s share), so a study with a larger validation split (``--val-fraction``) is
+    still tested on exactly the rows every other study of the dataset is; the validation rows
+    are the first of the others, in the same order. With ``val_fraction == default_val`` this
+    is ``_stratified_split(labels, (default_val, test_fraction), seed)``.
+    """
+    order = _stratified_order(labels, seed)
+    n_default = int(round(default_val * len(labels)))
+    n_test = int(round(test_fraction * len(labels)))
+    test = order[n_default:n_default + n_test]
+    rest = np.concatenate([order[:n_default], order[n_default + n_test:]])
+    n_val = int(round(val_fraction * len(labels)))
+    return np.sort(rest[n_val:]), np.sort(rest[:n_val]), np.sort(test)
 
 
 def _stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -459,9 +520,8 @@ def load_digits_images(classes) -> tuple[np.ndarray, np.ndarray]:
 
 def _digits_transfer_arrays(spec: DatasetSpec):
     images, labels = load_digits_images(DIGITS_TARGET_CLASSES)
-    train, val, test = _stratified_split(
-        labels, (spec.val_fraction, spec.test_fraction), spec.split_seed
-    )
+    train, val, test = _split_keeping_test(labels, spec.val_fraction, spec.test_fraction,
+                                           DIGITS_DEFAULT_VAL, spec.split_seed)
     return (images[train], labels[train]), (images[val], labels[val]), (images[test], labels[test])
 
 
@@ -546,9 +606,8 @@ def _imagefolder_arrays(spec: DatasetSpec):
         train, val = _stratified_split(y_train, (spec.val_fraction,), spec.split_seed)
         return (x_train[train], y_train[train]), (x_train[val], y_train[val]), (x_test, y_test)
     images, labels = _read_folder(root, spec)
-    train, val, test = _stratified_split(
-        labels, (spec.val_fraction, spec.test_fraction), spec.split_seed
-    )
+    train, val, test = _split_keeping_test(labels, spec.val_fraction, spec.test_fraction,
+                                           FOLDER_DEFAULT_VAL, spec.split_seed)
     return (images[train], labels[train]), (images[val], labels[val]), (images[test], labels[test])
 
 
