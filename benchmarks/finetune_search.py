@@ -1,0 +1,155 @@
+"""Search quality on the offline fine-tuning task, in a regime where configs differ.
+
+With every training row of ``digits-transfer`` almost every config reaches 0.99 and many tie on
+a 179-image validation split, so no search method can show anything. Here the fine-tuning task
+has few labels (``--train-fraction 0.1``: 36 training images of the five target classes) and a
+validation split big enough to rank configs (``--val-fraction 0.4``: 358 images). Random configs
+then spread over tens of accuracy points (printed: ``random spread``).
+
+Each method is a real run of the main job (``python -m pipelines.finetune``, fresh local Ray),
+seeded, one per seed:
+
+- ``random-fifo``: random search, every trial trains all ``--epochs`` (patience still stops);
+- ``bayesopt-fifo``: the project's BO, same budget of trials;
+- ``bayesopt-asha``: the project's BO under ASHA (model-based multi-fidelity: it models the
+  highest rung with enough trials, never a cut trial's score as final), with twice the trials,
+  since a cut trial costs one or three epochs, not all of them.
+
+Read from each run's Parquet files: its best validation accuracy (the one selection rule), the
+test accuracy of that config (held out from every trial), the epochs it trained (rows of
+``epochs.parquet``) and, for every method, the epochs it had spent when one of its epochs first
+reached random-fifo's best of the same seed.
+
+Target (issue 10): bayesopt-asha reaches random-fifo's best with at most 1/4 of random-fifo's
+epochs. Prints per-seed JSON lines, then medians over seeds.
+
+    python benchmarks/finetune_search.py [--seeds 5] [--num-samples 20] [--epochs 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import pandas as pd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = {
+    "random-fifo": (["--algo", "random", "--scheduler", "fifo"], 1),
+    "bayesopt-fifo": (["--algo", "bayesopt", "--scheduler", "fifo"], 1),
+    "bayesopt-asha": (["--algo", "bayesopt", "--scheduler", "asha"], 2),
+}
+
+
+def run(method: str, seed: int, args: argparse.Namespace, out: str) -> dict:
+    """One real run of the main job; returns what its Parquet files say."""
+    flags, trial_factor = METHODS[method]
+    name = f"{method}-{seed}"
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("RAY_ADDRESS", None)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.finetune", *flags,
+         "--num-samples", str(args.num_samples * trial_factor), "--seed", str(seed),
+         "--epochs", str(args.epochs), "--train-fraction", str(args.train_fraction),
+         "--val-fraction", str(args.val_fraction), "--no-baseline", "--no-report",
+         "--output", out, "--name", name],
+        env=env, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    folder = os.path.join(out, name)
+    trials = pd.read_parquet(os.path.join(folder, "trials.parquet"))
+    epochs = pd.read_parquet(os.path.join(folder, "epochs.parquet"))
+    with open(os.path.join(folder, "experiment.json")) as f:
+        info = json.load(f)
+    # The order epochs were trained in: their timestamps (trials run two at a time here), ties
+    # broken by trial and epoch.
+    epochs = epochs.sort_values(["timestamp", "trial_index", "epoch"]).reset_index(drop=True)
+    return {
+        "best": float(info["best"]["val_accuracy"]),
+        "test": float(info["best"]["test_accuracy"]),
+        "epochs": len(epochs),
+        "curve": epochs["val_accuracy"].cummax().tolist(),
+        "trial_scores": trials["val_accuracy"].dropna().tolist(),
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def epochs_to_reach(curve: list[float], target: float) -> int | None:
+    """Epochs trained when the best-so-far first reached ``target`` (None: never)."""
+    for i, best in enumerate(curve):
+        if best >= target - 1e-12:
+            return i + 1
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    parser.add_argument("--num-samples", type=int, default=20,
+                        help="trials of the FIFO runs; bayesopt-asha gets twice (default 20)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per trial (default 8)")
+    parser.add_argument("--train-fraction", type=float, default=0.1)
+    parser.add_argument("--val-fraction", type=float, default=0.4)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    if "random-fifo" not in methods:
+        parser.error("random-fifo is the reference: keep it in --methods")
+    out = tempfile.mkdtemp(prefix="bench-ft-search-")
+    rows = []
+    for seed in range(args.seeds):
+        runs = {m: run(m, seed, args, out) for m in methods}
+        reference = runs["random-fifo"]
+        scores = sorted(reference["trial_scores"])
+        for m, r in runs.items():
+            reach = epochs_to_reach(r["curve"], reference["best"])
+            rows.append({
+                "seed": seed, "method": m, "best_val": round(r["best"], 4),
+                "test": round(r["test"], 4), "epochs": r["epochs"],
+                "epochs_to_reference": reach,
+                "fraction_of_reference_epochs": (None if reach is None
+                                                 else round(reach / reference["epochs"], 3)),
+                "random_spread_pts": round(100 * (scores[-1] - scores[0]), 1),
+                "wall_s": r["wall_s"],
+            })
+            print(json.dumps(rows[-1]), flush=True)
+    frame = pd.DataFrame(rows)
+    print()
+    print(f"{args.seeds} seeds, {args.num_samples} trials x {args.epochs} epochs "
+          f"(bayesopt-asha: {2 * args.num_samples} trials), train fraction "
+          f"{args.train_fraction}, val fraction {args.val_fraction}; medians over seeds:")
+    summary = []
+    for m in methods:
+        part = frame[frame["method"] == m]
+        reached = part["fraction_of_reference_epochs"].dropna()
+        summary.append({
+            "method": m, "best_val": round(part["best_val"].median(), 4),
+            "test": round(part["test"].median(), 4), "epochs": part["epochs"].median(),
+            "reached_reference": f"{len(reached)}/{len(part)}",
+            "epochs_to_reference_fraction": (round(statistics.median(
+                [x if x == x else float("inf") for x in part["fraction_of_reference_epochs"]
+                 .astype(float)]), 3) if len(part) else None),
+        })
+    print(pd.DataFrame(summary).to_string(index=False))
+    spread = frame[frame["method"] == "random-fifo"]["random_spread_pts"]
+    print(f"random spread (best - worst trial of random-fifo, accuracy points): median "
+          f"{spread.median():.1f}, min {spread.min():.1f}")
+    if "bayesopt-asha" in methods:
+        fractions = frame[frame["method"] == "bayesopt-asha"]["fraction_of_reference_epochs"]
+        values = [x if x == x else float("inf") for x in fractions.astype(float)]
+        median = statistics.median(values)
+        print(f"target: bayesopt-asha reaches random-fifo's best with <= 1/4 of its epochs: "
+              f"{'met' if median <= 0.25 else 'MISSED'} (median fraction "
+              f"{'never' if median == float('inf') else f'{median:.3f}'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
