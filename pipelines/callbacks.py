@@ -134,8 +134,18 @@ def _error_text(trial: Any) -> str:
     return lines[-1] if lines else type(cause).__name__
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class ProgressCallback(Callback):
-    """A live line: trials done / running / total and the best score so far.
+    """A live line: trials done / running / total, early stops and errors, the best score so
+    far and an ETA (at the rate trials have ended in this run).
 
     On a terminal the line is redrawn in place; in a log it is printed every ``log_every_s``.
     """
@@ -151,6 +161,7 @@ class ProgressCallback(Callback):
         self.log_every_s = log_every_s
         self.scheduler = None  # set by the runner when ASHA runs
         self.done = self.errors = self.stopped = 0
+        self.done_before = 0  # trials a resumed run found ended (set by the runner)
         self.best: float | None = None
         self.best_config: dict | None = None
         self.started = time.monotonic()
@@ -167,9 +178,20 @@ class ProgressCallback(Callback):
         self.__dict__.update(state)
         self.stream = sys.stderr
 
+    def eta_s(self, elapsed: float) -> float | None:
+        """Seconds left at the rate trials have ended so far in this run (None before the first
+        ends, or after the last). Trials resumed from an earlier run do not count toward the
+        rate."""
+        ended_here = self.done - self.done_before
+        left = self.total - self.done
+        if ended_here <= 0 or left <= 0 or elapsed <= 0:
+            return None
+        return elapsed / ended_here * left
+
     def _line(self, running: int) -> str:
         elapsed = time.monotonic() - self.started
         best = "-" if self.best is None else f"{self.best:.4f}"
+        eta = self.eta_s(elapsed)
         extra = f" ({self.describe(self.best_config)})" if self.best_config else ""
         if len(extra) > 90:  # a long config would wrap and break the in-place redraw
             extra = extra[:86] + "...)"
@@ -178,7 +200,8 @@ class ProgressCallback(Callback):
             counts += f", {self.stopped} stopped early"
         if self.errors:
             counts += f", {self.errors} errors"
-        return f"[{elapsed:6.1f}s] {counts} | best {self.metric} {best}{extra}"
+        eta_text = "" if eta is None else f", ETA {_duration(eta)}"
+        return f"[{elapsed:6.1f}s] {counts}{eta_text} | best {self.metric} {best}{extra}"
 
     def _show(self, trials: list, force: bool = False) -> None:
         running = sum(1 for t in trials if t.status == "RUNNING")

@@ -35,6 +35,8 @@ from pipelines.results import (
     STATUS_STOPPED,
     MetricColumns,
     ResultsWriter,
+    SchemaVersionError,
+    check_schema_version,
     package_versions,
     write_experiment_json,
 )
@@ -187,6 +189,10 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
         if not isinstance(previous, dict) or "journal_version" not in previous:
             cli.fail(f"--resume: experiment '{args.name}' was written by an older version "
                      "without a journal; start a new experiment")
+        try:
+            check_schema_version(previous.get("schema_version"), f"experiment '{args.name}'")
+        except SchemaVersionError as exc:
+            cli.fail(f"--resume: {exc}")
         adopt_experiment_settings(task, args, previous)
     flags = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     try:
@@ -463,7 +469,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
 
     progress = ProgressCallback(prep.num_trials, task.metrics.metric, task.metrics.mode,
                                 describe=describe_config)
-    progress.done = len(writer.log.ended())
+    progress.done = progress.done_before = len(writer.log.ended())
     tune_started = time.time()
     interrupted = False
     if remaining > 0:
