@@ -35,8 +35,11 @@ def fail(message: str) -> NoReturn:
 
 
 # Flags that say how and where to run, not what the experiment is: --resume may change them.
+# The trackers (--tensorboard, --mlflow) are views of this run's trials, never part of the
+# experiment: a resume turns them on or off as its own command line says.
 RESUMABLE_FLAGS = frozenset({"resume", "name", "output", "address", "num_cpus", "verbose",
-                             "max_concurrent", "max_failures", "no_report"})
+                             "max_concurrent", "max_failures", "no_report", "tensorboard",
+                             "mlflow"})
 
 _UNSET = object()
 
@@ -170,6 +173,9 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
     out.add_argument("--max-failures", type=non_negative_int, default=0,
                      help="retries of a failed trial, from its last checkpoint where it has one "
                           "(default: 0)")
+    from pipelines import trackers
+
+    trackers.add_flags(parser)
     return parser
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pipelines import cli
+from pipelines import cli, trackers
 from pipelines.faults import pause_point
 from pipelines.journal import JOURNAL_VERSION
 from pipelines.results import (
@@ -163,7 +163,8 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
 
 
 # Where and how this process runs: never taken from the stored experiment.
-_THIS_RUN_ONLY = frozenset({"resume", "name", "output", "address", "verbose", "no_report"})
+_THIS_RUN_ONLY = frozenset({"resume", "name", "output", "address", "verbose", "no_report",
+                            "tensorboard", "mlflow"})
 
 
 def prepare(task: Task, args: argparse.Namespace) -> Prepared:
@@ -228,6 +229,7 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
         max_t = full_budget(task, args)
         if args.grace_period > max_t:
             cli.fail(f"--grace-period ({args.grace_period}) exceeds --max-t ({max_t})")
+    trackers.check(args)  # last: opening an MLflow store may write (a sqlite file)
     return Prepared(args, space, storage, None, num_trials, warm_start, flags, previous)
 
 
@@ -312,6 +314,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         progress.scheduler = scheduler
     callbacks = [ResultsCallback(writer, scheduler, prep.searcher)]
     callbacks += [progress] if progress is not None else []
+    callbacks += trackers.callbacks(args, task.name, prep.storage.uri_of(args.name))
     storage_path, storage_fs = prep.storage.tune_storage()
     run_config = tune.RunConfig(
         name=args.name,
@@ -549,6 +552,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
           f"experiment.json)", file=out)
     if report:
         print(f"report       {report}", file=out)
+    for line in trackers.summary_lines(args, storage.uri_of(args.name)):
+        print(line, file=out)
     if counts["errors"]:
         first_error = next((r.get("error") for r in rows if r.get("error")), "")
         print(f"warning      {counts['errors']} trials failed; first error: {first_error}",
