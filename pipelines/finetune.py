@@ -75,7 +75,8 @@ def _trainable(args: argparse.Namespace, data: dict) -> tuple[Any, Any]:
                       workers_per_trial=args.workers_per_trial,
                       gpus_per_worker=args.gpus_per_worker,
                       cpus_per_worker=args.cpus_per_worker,
-                      keep_checkpoints=args.keep_checkpoints)
+                      keep_checkpoints=args.keep_checkpoints,
+                      precision=args.precision)
 
 
 def _demand(args: argparse.Namespace) -> dict:
@@ -152,7 +153,7 @@ def _summary(args, data, best, evaluation) -> list[str]:
 def _extra_info(args: argparse.Namespace, data: dict) -> dict:
     return {"data": data["data_spec"].to_dict(), "model": data["model_spec"].to_dict(),
             "epochs": args.epochs, "workers_per_trial": args.workers_per_trial,
-            "gpus_per_worker": args.gpus_per_worker}
+            "gpus_per_worker": args.gpus_per_worker, "precision": args.precision}
 
 
 TASK = Task(
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "TorchTrainer with DDP (default: 1)")
     res.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (default: 0)")
     res.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker (default: 1)")
+    res.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                     help="training precision: fp32, or mixed bf16/fp16 autocast (fp16 with a "
+                          "gradient scaler); on GPUs bf16 needs Ampere or newer (default: fp32)")
     res.add_argument("--keep-checkpoints", type=cli.positive_int, default=2,
                      help="checkpoints kept per trial, best by val_accuracy (default: 2)")
     # Fine-tuning trials are long and checkpoint every epoch: one retry by default.

@@ -130,6 +130,7 @@ def make_trial(
     cpus_per_worker: float = 1,
     *,
     keep_checkpoints: int | None = 2,
+    precision: str = "fp32",
 ):
     """Build the Tune function trainable for one fine-tuning trial and its resource request.
 
@@ -145,6 +146,8 @@ def make_trial(
     keep_checkpoints : int or None
         Checkpoints the inner Train run keeps (N > 1 only; Tune's own are set by the Tuner's
         ``CheckpointConfig``). None keeps all.
+    precision : {"fp32", "bf16", "fp16"}
+        Mixed precision of every worker's training loop (``trainables.finetune.train_loop``).
 
     Returns
     -------
@@ -166,7 +169,7 @@ def make_trial(
                 use_gpu=gpus_per_worker > 0, num_threads=_threads(cpus_per_worker),
                 resume_from=config.pop(RESUME_KEY, None),
             )
-            train_loop(config, data_spec, model_spec, epochs, session)
+            train_loop(config, data_spec, model_spec, epochs, session, precision)
 
         return finetune, {"cpu": cpus_per_worker, "gpu": gpus_per_worker}
 
@@ -195,6 +198,7 @@ def make_trial(
                 "epochs": epochs,
                 "resume_from": resume_from,
                 "num_threads": _threads(cpus_per_worker),
+                "precision": precision,
             },
             torch_config=TorchConfig(backend="nccl" if gpus_per_worker else "gloo"),
             scaling_config=ray.train.ScalingConfig(

@@ -233,3 +233,30 @@ def test_defaults_cover_every_space_parameter():
     missing = [name for name in SPACE.params if name not in DEFAULTS]
     assert missing == []
     assert math.isclose(1 - DEFAULTS["one_minus_beta2"], 0.999)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_learns_and_keeps_fp32_weights(specs, precision):
+    """bf16/fp16 autocast (fp16 with its gradient scaler) on the CPU: the loop learns as fp32
+    does, reports throughput, and checkpoints fp32 weights a plain fp32 model loads."""
+    data, model = specs
+    with LocalSession() as session:
+        train_loop({"batch_size": 32, "patience": 0, "lr": 1e-2}, data, model, 4, session,
+                   precision)
+        first, last = session.metrics[0], session.metrics[-1]
+        assert last["train_loss"] < first["train_loss"]
+        assert last["val_accuracy"] > 0.6
+        assert all(m["samples_per_second"] > 0 for m in session.metrics)
+        assert all(math.isfinite(m["grad_norm"]) for m in session.metrics)
+        saved = state(session, -1)
+        weights = saved["model"]
+        assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+        assert (saved["scaler"] is not None) == (precision == "fp16")
+        net = build_from_spec(model)
+        net.load_state_dict(weights)
+
+
+def test_unknown_precision_is_refused(specs):
+    data, model = specs
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+        train_loop({}, data, model, 1, LocalSession(), "fp8")

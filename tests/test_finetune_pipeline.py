@@ -58,6 +58,7 @@ def test_ddp_trials_record_their_checkpoint_and_are_tested(tmp_path):
         (["--model", "resnet18", "--weights", "{tmp}/missing.pth"], "missing.pth"),
         (["--epochs", "0"], "--epochs"),
         (["--train-fraction", "0"], "--train-fraction"),
+        (["--precision", "fp8"], "--precision"),
         (["--val-fraction", "0.9"], "use a val fraction below 0.75"),
         (["--scheduler", "asha", "--grace-period", "9", "--epochs", "3"], "--grace-period (9) exceeds"),
     ],

@@ -220,8 +220,36 @@ def _set_frozen(model, frozen: bool, distributed: bool) -> None:
             param.requires_grad_(not frozen)
 
 
-def evaluate_split(model, dataset, device, batch_size: int = 512) -> tuple[float, float]:
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _autocast(device, precision: str):
+    """``torch.autocast`` for ``precision`` on ``device`` (a no-op context for fp32)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _channels_last(device, model_or_batch):
+    """Channels-last memory layout for 4-d image batches and conv models on CUDA, where cuDNN's
+    convolutions (tensor cores under bf16/fp16) are faster in it; unchanged elsewhere."""
+    import torch
+
+    if device.type != "cuda":
+        return model_or_batch
+    if isinstance(model_or_batch, torch.Tensor) and model_or_batch.dim() != 4:
+        return model_or_batch
+    return model_or_batch.to(memory_format=torch.channels_last)
+
+
+def evaluate_split(model, dataset, device, batch_size: int = 512,
+                   precision: str = "fp32") -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on a whole ``ImageTensorDataset``.
+
+    The forward pass runs under ``precision``'s autocast; the loss is summed in fp32.
 
     Returns
     -------
@@ -236,8 +264,10 @@ def evaluate_split(model, dataset, device, batch_size: int = 512) -> tuple[float
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             x, y = dataset.__getitems__(range(start, min(start + batch_size, len(dataset))))
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
+            x, y = _channels_last(device, x.to(device)), y.to(device)
+            with _autocast(device, precision):
+                logits = model(x)
+            logits = logits.float()
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(dim=1) == y).sum())
             count += len(y)
@@ -265,6 +295,7 @@ def train_loop(
     model_spec: ModelSpec,
     epochs: int,
     session: Session | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Fine-tune ``model_spec`` on ``data_spec`` for up to ``epochs`` epochs.
 
@@ -278,6 +309,10 @@ def train_loop(
         Total epochs, counting those done before a resume.
     session : Session, optional
         Where metrics and checkpoints go; a throw-away ``LocalSession`` if omitted.
+    precision : {"fp32", "bf16", "fp16"}
+        Mixed precision: the forward pass under ``torch.autocast`` in that dtype (fp16 with a
+        gradient scaler); weights, optimizer state and checkpoints stay fp32. On CUDA the model
+        and batches also go channels-last and batches come from pinned memory.
 
     Returns
     -------
@@ -288,6 +323,8 @@ def train_loop(
     from torch.nn import functional as F
     from torch.utils.data import DataLoader, DistributedSampler
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     cfg = resolve_config(config)
     session = session if session is not None else LocalSession()
     if session.num_threads:
@@ -297,8 +334,11 @@ def train_loop(
     _seed_everything(seed)
     splits = load_dataset(data_spec)
     device = session.device
-    raw_model = build_from_spec(model_spec).to(device)
+    raw_model = _channels_last(device, build_from_spec(model_spec).to(device))
     optimizer = _make_optimizer(cfg, raw_model)
+    # fp16's narrow range underflows small gradients: scale the loss, unscale before clipping,
+    # skip the steps whose gradients overflowed. bf16 has fp32's range and needs none of it.
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     distributed = session.world_size > 1
 
     batch_size = int(cfg["batch_size"])
@@ -318,6 +358,7 @@ def train_loop(
         sampler=sampler,
         collate_fn=collate_batch,
         num_workers=0,
+        pin_memory=device.type == "cuda",  # lets the host-to-device copy run asynchronously
     )
     steps_per_epoch = len(loader)
     if cfg.get("warmup_steps") is not None:
@@ -348,6 +389,8 @@ def train_loop(
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         best = dict(state["best"])
         watch = dict(state.get("watch") or {"val_loss": best["val_loss"],
                                             "bad_epochs": best.get("bad_epochs", 0)})
@@ -376,25 +419,35 @@ def train_loop(
             # towards the target data while the weights stay put.
             raw_model.backbone.eval()
         sampler.set_epoch(epoch)
-        loss_sum = correct = count = norm_sum = clipped = steps = 0.0
+        loss_sum = correct = count = norm_sum = clipped = steps = skipped = 0.0
         head_lr = backbone_lr = 0.0
         train_start = time.perf_counter()
         for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            x = _channels_last(device, x.to(device, non_blocking=True))
+            y = y.to(device, non_blocking=True)
+            with _autocast(device, precision):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if frozen and distributed:
                 for param in backbone_params:
                     param.grad = None
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             with_grad = [p for p in all_params if p.grad is not None]
             norm = float(torch.nn.utils.clip_grad_norm_(with_grad, clip if clip else math.inf))
-            norm_sum += norm
-            clipped += float(clip is not None and norm > clip)
             head_lr = optimizer.param_groups[1]["lr"]
             backbone_lr = 0.0 if frozen else optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            if scaler.is_enabled() and not math.isfinite(norm):
+                # fp16 overflow: the scaler skips this step and lowers its scale; the step is
+                # counted, not averaged into the gradient norm (a diverged run still ends as an
+                # error through its loss).
+                skipped += 1
+            else:
+                norm_sum += norm
+                clipped += float(clip is not None and norm > clip)
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             loss_sum += float(loss.detach()) * len(y)
             correct += float((logits.detach().argmax(dim=1) == y).sum())
@@ -402,14 +455,14 @@ def train_loop(
             steps += 1
         train_seconds = time.perf_counter() - train_start
         session.sync_buffers(raw_model)
-        loss_sum, correct, count, norm_sum, clipped, steps = session.all_reduce_sum(
-            [loss_sum, correct, count, norm_sum, clipped, steps]
+        loss_sum, correct, count, norm_sum, clipped, steps, skipped = session.all_reduce_sum(
+            [loss_sum, correct, count, norm_sum, clipped, steps, skipped]
         )
 
         # Every rank scores the whole (small) val split with the unwrapped model, so all ranks
         # take the same early-stopping decision without another collective.
         val_loss, val_accuracy = evaluate_split(
-            raw_model, splits.val, device, int(cfg["eval_batch_size"])
+            raw_model, splits.val, device, int(cfg["eval_batch_size"]), precision
         )
         train_loss = loss_sum / max(count, 1)
         for name, value in (("train_loss", train_loss), ("val_loss", val_loss)):
@@ -435,8 +488,9 @@ def train_loop(
             "lr": float(head_lr),
             "backbone_lr": float(backbone_lr),
             "frozen": frozen,
-            "grad_norm": norm_sum / max(steps, 1),
-            "clip_fraction": clipped / max(steps, 1),
+            "grad_norm": norm_sum / max(steps - skipped, 1),
+            "clip_fraction": clipped / max(steps - skipped, 1),
+            "skipped_steps": int(skipped),
             "best_val_loss": best["val_loss"],
             "best_val_accuracy": best["val_accuracy"],
             "best_epoch": best["epoch"],
@@ -455,6 +509,7 @@ def train_loop(
                 "model": _state_copy(raw_model),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "best": dict(best),
                 "watch": dict(watch),
                 "best_model": best_model,
@@ -485,7 +540,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     ----------
     loop_config : dict
         ``config``, ``data_spec``, ``model_spec``, ``epochs``, and optionally ``resume_from``
-        (a checkpoint to start from when Ray Train has none) and ``num_threads``.
+        (a checkpoint to start from when Ray Train has none), ``num_threads`` and
+        ``precision``.
     """
     from trainables.session import TrainSession
 
@@ -499,4 +555,5 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         loop_config["model_spec"],
         int(loop_config["epochs"]),
         session,
+        loop_config.get("precision", "fp32"),
     )
