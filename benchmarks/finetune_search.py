@@ -11,9 +11,14 @@ seeded, one per seed:
 
 - ``random-fifo``: random search, every trial trains all ``--epochs`` (patience still stops);
 - ``bayesopt-fifo``: the project's BO, same budget of trials;
+- ``random-asha``: random search under ASHA, with twice the trials, since a cut trial costs one
+  or three epochs, not all of them (what ASHA alone brings);
 - ``bayesopt-asha``: the project's BO under ASHA (model-based multi-fidelity: it models the
-  highest rung with enough trials, never a cut trial's score as final), with twice the trials,
-  since a cut trial costs one or three epochs, not all of them.
+  highest rung with enough trials, never a cut trial's score as final), also twice the trials.
+
+The BO's first ``--bo-init`` trials are the same seeded random draws as random search's (the
+pipeline's default is 2 per parameter, at most 20: all of a 16-trial budget on this 15-parameter
+space), so give budgets well above it.
 
 Read from each run's Parquet files: its best validation accuracy (the one selection rule), the
 test accuracy of that config (held out from every trial), the epochs it trained (rows of
@@ -23,7 +28,7 @@ reached random-fifo's best of the same seed.
 Target (issue 10): bayesopt-asha reaches random-fifo's best with at most 1/4 of random-fifo's
 epochs. Prints per-seed JSON lines, then medians over seeds.
 
-    python benchmarks/finetune_search.py [--seeds 5] [--num-samples 20] [--epochs 8]
+    python benchmarks/finetune_search.py [--seeds 5] [--num-samples 40] [--epochs 6] [--bo-init N]
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = {
     "random-fifo": (["--algo", "random", "--scheduler", "fifo"], 1),
     "bayesopt-fifo": (["--algo", "bayesopt", "--scheduler", "fifo"], 1),
+    "random-asha": (["--algo", "random", "--scheduler", "asha"], 2),
     "bayesopt-asha": (["--algo", "bayesopt", "--scheduler", "asha"], 2),
 }
 
@@ -59,6 +65,7 @@ def run(method: str, seed: int, args: argparse.Namespace, out: str) -> dict:
          "--num-samples", str(args.num_samples * trial_factor), "--seed", str(seed),
          "--epochs", str(args.epochs), "--train-fraction", str(args.train_fraction),
          "--val-fraction", str(args.val_fraction), "--no-baseline", "--no-report",
+         *(["--bo-init", str(args.bo_init)] if args.bo_init and "bayesopt" in method else []),
          "--output", out, "--name", name],
         env=env, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
@@ -92,12 +99,14 @@ def epochs_to_reach(curve: list[float], target: float) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
-    parser.add_argument("--num-samples", type=int, default=20,
-                        help="trials of the FIFO runs; bayesopt-asha gets twice (default 20)")
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per trial (default 8)")
+    parser.add_argument("--num-samples", type=int, default=40,
+                        help="trials of the FIFO runs; ASHA runs get twice (default 40)")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (default 6)")
     parser.add_argument("--train-fraction", type=float, default=0.1)
     parser.add_argument("--val-fraction", type=float, default=0.4)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--bo-init", type=int, default=None,
+                        help="random trials before BO's model (default: the pipeline's)")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     if "random-fifo" not in methods:
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame(rows)
     print()
     print(f"{args.seeds} seeds, {args.num_samples} trials x {args.epochs} epochs "
-          f"(bayesopt-asha: {2 * args.num_samples} trials), train fraction "
+          f"(ASHA runs: {2 * args.num_samples} trials, bo-init {args.bo_init or 'default'}), train fraction "
           f"{args.train_fraction}, val fraction {args.val_fraction}; medians over seeds:")
     summary = []
     for m in methods:
