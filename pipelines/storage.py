@@ -101,7 +101,9 @@ class Storage:
         target = self.path(relpath)
         if self.is_local:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+            # A dot name: readers of a folder of Parquet files (pyarrow, pandas) skip it.
+            folder, name = os.path.split(target)
+            tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -115,6 +117,31 @@ class Storage:
     def read_bytes(self, relpath: str) -> bytes:
         with self.fs.open_input_stream(self.path(relpath)) as f:
             return f.read()
+
+    def list_files(self, relpath: str) -> list[str]:
+        """Every file under the folder ``relpath`` (recursively), as sorted relative paths.
+
+        Names that start with a dot (a local write in progress) are left out; a missing
+        folder has no files.
+        """
+        selector = pafs.FileSelector(self.path(relpath), recursive=True, allow_not_found=True)
+        prefix = self.root.rstrip("/") + "/"
+        out = []
+        for info in self.fs.get_file_info(selector):
+            path = info.path.replace(os.sep, "/") if self.is_local else info.path
+            if info.type == pafs.FileType.File and not info.base_name.startswith("."):
+                out.append(path[len(prefix):] if path.startswith(prefix) else path)
+        return sorted(out)
+
+    def delete_dir(self, relpath: str) -> None:
+        """Delete the folder ``relpath`` and everything under it; a missing folder is fine."""
+        target = self.path(relpath)
+        if self.fs.get_file_info(target).type == pafs.FileType.NotFound:
+            return
+        try:
+            self.fs.delete_dir(target)
+        except FileNotFoundError:
+            pass  # gone meanwhile
 
     def tune_storage(self) -> tuple[str, pafs.FileSystem | None]:
         """``(storage_path, storage_filesystem)`` for Ray Tune's RunConfig."""
