@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -43,6 +44,10 @@ from pipelines.results import (
     EXPERIMENT_FILE,
     TRIALS_FILE,
     MetricColumns,
+    SchemaVersionError,
+    check_schema_version,
+    parquet_schema_version,
+    part_files,
     ranked_rows,
 )
 from pipelines.storage import Storage, StorageError
@@ -143,7 +148,13 @@ def load_experiment(location: str | os.PathLike) -> Experiment:
     ------
     AnalysisError
         The location does not exist, holds no ``experiment.json`` (it is not an experiment
-        folder), or a file cannot be read or parsed. The message is one line.
+        folder), a file cannot be read or parsed, or it was written with a newer results
+        schema version than this code reads. The message is one line.
+
+    Notes
+    -----
+    A running experiment is read from its parts and its last compaction together (see
+    ``pipelines.results``): every trial ended so far once, with its reports.
     """
     location = os.fspath(location)
     try:
@@ -159,13 +170,18 @@ def load_experiment(location: str | os.PathLike) -> Experiment:
         raise AnalysisError(f"'{location}' is not an experiment folder: it holds no "
                             f"{EXPERIMENT_FILE}")
     info = _read_json(storage, location)
-    for name in (TRIALS_FILE, EPOCHS_FILE):
-        if not storage.exists(name):
-            raise AnalysisError(f"'{location}' holds no {name} yet (no trial has ended; "
-                                "after a hard kill, python -m pipelines.results rebuild "
-                                "rewrites it from the journal)")
-    trials = _read_parquet(storage, location, TRIALS_FILE)
-    epochs = _read_parquet(storage, location, EPOCHS_FILE)
+    try:
+        check_schema_version(info.get("schema_version"), _join(location, EXPERIMENT_FILE))
+    except SchemaVersionError as exc:
+        raise AnalysisError(str(exc)) from None
+    for attempt in range(3):
+        try:
+            trials, epochs = _read_results(storage, location)
+            break
+        except _PartGone:
+            if attempt == 2:
+                raise AnalysisError(f"'{location}' kept changing while it was read (a run "
+                                    "compacting its parts); read it again") from None
     for frame, name, needed in ((trials, TRIALS_FILE, ("trial_id", "trial_index", "status")),
                                 (epochs, EPOCHS_FILE, ("trial_id", "trial_index", "iteration"))):
         missing = [c for c in needed if c not in frame.columns]
@@ -209,11 +225,77 @@ def _read_json(storage: Storage, location: str) -> dict[str, Any]:
     return info
 
 
-def _read_parquet(storage: Storage, location: str, name: str) -> pd.DataFrame:
+class _PartGone(Exception):
+    """A part was deleted between listing and reading it (a compaction ran meanwhile)."""
+
+
+def _read_results(storage: Storage, location: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """trials.parquet and epochs.parquet, with the parts a running experiment has written.
+
+    The order is the one ``pipelines.results`` writes against: the trials (compacted file,
+    then parts) before the epochs (parts, then compacted file), so each trial read has its
+    reports. A trial in two places (a compaction or a resume in progress) is kept once.
+    """
+    trials: list[pa.Table] = []
+    epochs: list[pa.Table] = []
+    if storage.exists(TRIALS_FILE):
+        trials.append(_read_parquet(storage, location, TRIALS_FILE))
+    trials += [_read_part(storage, location, p) for p in part_files(storage, "", "trials")]
+    epochs += [_read_part(storage, location, p) for p in part_files(storage, "", "epochs")]
+    if storage.exists(EPOCHS_FILE):
+        epochs.append(_read_parquet(storage, location, EPOCHS_FILE))
+    for name, tables in ((TRIALS_FILE, trials), (EPOCHS_FILE, epochs)):
+        if not tables:
+            raise AnalysisError(f"'{location}' holds no {name} yet (no trial has ended; "
+                                "after a hard kill, python -m pipelines.results rebuild "
+                                "rewrites it from the journal)")
+    if len(trials) == 1 and len(epochs) == 1:
+        return trials[0].to_pandas(), epochs[0].to_pandas()
     try:
-        return pq.read_table(io.BytesIO(storage.read_bytes(name))).to_pandas()
+        trials_frame = pa.concat_tables(trials, promote_options="default").to_pandas()
+        epochs_frame = pa.concat_tables(epochs, promote_options="default").to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise AnalysisError(f"the result files of '{location}' disagree on their columns: "
+                            f"{exc}") from None
+    if "trial_id" not in trials_frame or not {"trial_id", "iteration"} <= set(epochs_frame):
+        return trials_frame, epochs_frame  # not this project's files: the caller says so
+    trials_frame = trials_frame.drop_duplicates("trial_id").reset_index(drop=True)
+    # A part's epochs land just before its trials: keep the reports of the trials read.
+    epochs_frame = epochs_frame[epochs_frame["trial_id"].isin(trials_frame["trial_id"])]
+    epochs_frame = epochs_frame.drop_duplicates(["trial_id", "iteration"]).reset_index(drop=True)
+    return trials_frame, epochs_frame
+
+
+def _read_part(storage: Storage, location: str, path: str) -> pa.Table:
+    try:
+        data = storage.read_bytes(path)
+    except OSError as exc:
+        if not storage.exists(path):
+            raise _PartGone(path) from None
+        raise AnalysisError(f"cannot read {_join(location, path)}: {exc}") from None
+    return _parquet_table(data, location, path)
+
+
+def _read_parquet(storage: Storage, location: str, name: str) -> pa.Table:
+    try:
+        data = storage.read_bytes(name)
+    except OSError as exc:
+        raise AnalysisError(f"cannot read {_join(location, name)}: {exc}") from None
+    return _parquet_table(data, location, name)
+
+
+def _parquet_table(data: bytes, location: str, name: str) -> pa.Table:
+    """A result file's bytes as a table; a newer schema version is refused."""
+    try:
+        table = pq.read_table(io.BytesIO(data))
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise AnalysisError(f"cannot read {_join(location, name)}: {exc}") from None
+    try:
+        check_schema_version(parquet_schema_version(table.schema.metadata),
+                             _join(location, name))
+    except SchemaVersionError as exc:
+        raise AnalysisError(str(exc)) from None
+    return table
 
 
 def experiment_labels(experiments: Sequence[Experiment]) -> list[str]:

@@ -187,6 +187,8 @@ def _cut_torn_tail(path: str) -> None:
 # --- the views --------------------------------------------------------------------------------
 def finite_number(value: Any) -> float | None:
     """``value`` as a float if it is a finite real number (numpy scalars too), else None."""
+    if type(value) is float:  # the common case, first: a trial's every report passes here
+        return value if math.isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
     value = float(value)
@@ -275,21 +277,23 @@ class TrialLog:
     def epoch_reports(self, trial_id: str) -> list[dict[str, Any]]:
         return [self.reports[trial_id][i] for i in sorted(self.reports.get(trial_id, {}))]
 
-    def best_report(self, trial_id: str) -> dict[str, Any] | None:
+    # ``reports``, where given, is ``epoch_reports(trial_id)`` already at hand: a row of
+    # trials.parquet asks for it several times, and a trial can have hundreds of reports.
+    def best_report(self, trial_id: str, reports: list | None = None) -> dict[str, Any] | None:
         """The report with the best metric; the earliest wins a tie."""
         best, best_value = None, None
         sign = 1.0 if self.mode == "max" else -1.0
-        for report in self.epoch_reports(trial_id):
+        for report in self.epoch_reports(trial_id) if reports is None else reports:
             value = finite_number(report.get("metrics", {}).get(self.metric))
             if value is not None and (best_value is None or sign * value > sign * best_value):
                 best, best_value = report, value
         return best
 
-    def stopped_by(self, trial_id: str) -> str | None:
+    def stopped_by(self, trial_id: str, reports: list | None = None) -> str | None:
         trial = self.trials[trial_id]
         if trial.get("stopped_by"):
             return trial["stopped_by"]
-        reports = self.epoch_reports(trial_id)
+        reports = self.epoch_reports(trial_id) if reports is None else reports
         last = reports[-1]["metrics"] if reports else {}
         if last.get("stopped_by"):
             return str(last["stopped_by"])
@@ -297,19 +301,20 @@ class TrialLog:
             return "patience"
         return None
 
-    def status(self, trial_id: str) -> str | None:
+    def status(self, trial_id: str, reports: list | None = None) -> str | None:
         trial = self.trials[trial_id]
         status = trial.get("status")
         # A trial that stopped itself (patience) or was cut ended early; it did not just finish.
-        if status == STATUS_FINISHED and self.stopped_by(trial_id):
+        if status == STATUS_FINISHED and self.stopped_by(trial_id, reports):
             return STATUS_STOPPED
         return status
 
-    def last_checkpoint(self, trial_id: str, exists=None) -> str | None:
+    def last_checkpoint(self, trial_id: str, exists=None,
+                        reports: list | None = None) -> str | None:
         """The newest checkpoint the trial recorded that still exists (``exists(path)``)."""
         trial = self.trials[trial_id]
         candidates = list(trial["checkpoints"])
-        for report in self.epoch_reports(trial_id):
+        for report in self.epoch_reports(trial_id) if reports is None else reports:
             path = report.get("metrics", {}).get("checkpoint_path")
             if path:
                 candidates.append(path)

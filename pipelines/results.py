@@ -2,12 +2,30 @@
 
 A Tune callback hands every trial start, report, checkpoint and end to a ``ResultsWriter``, which
 appends it to the experiment's journal (``pipelines.journal``, durable before it returns) and
-keeps the Parquet files as views of it: rewritten at most every ``flush_every_s`` seconds (longer
-once a rewrite itself takes long: at most a tenth of the time goes to rewrites) and always at
-the end. ``python -m pipelines.results rebuild DIR`` turns a journal back into Parquet after a
-hard kill.
+writes the Parquet views of it in parts while trials run, at most every ``flush_every_s`` seconds
+(longer once a part itself takes long: at most a tenth of the time goes to them)::
 
-Columns only change with ``SCHEMA_VERSION``; README documents each one.
+    NAME/parts/epochs/a000001/000000001.parquet    the reports of the trials of that part
+    NAME/parts/trials/a000001/000000001.parquet    the trials that ended since the last part
+
+An ended trial never changes, so a part holds only what ended since the one before it: a flush
+costs what ended, not what the experiment holds. ``a000001`` is the driver process's attempt; a
+``--resume`` writes under the next number, so it never overwrites an earlier part. Its first part
+holds every trial the journal held as ended, and then the earlier attempts' parts are deleted.
+At the end (``ResultsWriter.flush``) the parts are compacted into ``trials.parquet`` and
+``epochs.parquet``, the files users read, and deleted.
+
+Readers see a consistent view at any time: a part's epochs file is written before its trials
+file, and ``epochs.parquet`` before ``trials.parquet``, so whoever reads the trials (the compacted
+file, then the parts) before the epochs (the parts, then the compacted file) has the reports of
+every trial read. For a moment (a compaction, a resume) a trial can be in two places, with the
+same rows: keep one per ``trial_id``. ``pipelines.analysis.load_experiment`` does all of this.
+
+``python -m pipelines.results rebuild DIR`` turns a journal back into Parquet after a hard kill.
+
+Columns only change with ``SCHEMA_VERSION``, which every Parquet file carries in its key-value
+metadata and ``experiment.json`` at its top level; README documents each column. The project's
+readers refuse a newer version (``check_schema_version``) and read the current and older ones.
 """
 
 from __future__ import annotations
@@ -15,15 +33,20 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import repeat
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines.faults import pause_point
@@ -48,9 +71,64 @@ METADATA_KEY = b"tune_pipeline"
 TRIALS_FILE = "trials.parquet"
 EPOCHS_FILE = "epochs.parquet"
 EXPERIMENT_FILE = "experiment.json"
+PARTS_DIR = "parts"
+_ATTEMPT_DIR = re.compile(r"a(\d{6})")
 
 __all__ = ["JOURNAL_FILE", "STATUS_ERROR", "STATUS_FINISHED", "STATUS_STOPPED", "ResultsWriter",
-           "MetricColumns", "SCHEMA_VERSION", "best_row", "comparable_rows", "ranked_rows"]
+           "MetricColumns", "SCHEMA_VERSION", "SchemaVersionError", "best_row",
+           "check_schema_version", "comparable_rows", "part_files", "ranked_rows"]
+
+
+class SchemaVersionError(ValueError):
+    """Results written with a newer schema than this code reads; the message is one line."""
+
+
+def check_schema_version(version: Any, where: str) -> None:
+    """Refuse results of a newer schema version; the current and older ones are read.
+
+    Parameters
+    ----------
+    version : int, str or None
+        The ``schema_version`` a file carries; None (not recorded) is read as it is.
+    where : str
+        The file, named in the message.
+
+    Raises
+    ------
+    SchemaVersionError
+        ``version`` is newer than ``SCHEMA_VERSION``, or not a whole number.
+    """
+    if version is None:
+        return
+    if isinstance(version, bool) or not isinstance(version, (int, str)) \
+            or not str(version).isdigit():
+        raise SchemaVersionError(f"{where} has an unreadable results schema version {version!r}")
+    if int(version) > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where} has results schema version {int(version)}, newer than this tune-pipeline "
+            f"reads (up to {SCHEMA_VERSION}); upgrade tune-pipeline to read it")
+
+
+def parquet_schema_version(metadata: Mapping[bytes, bytes] | None) -> Any:
+    """The ``schema_version`` in a Parquet file's key-value metadata (None if absent)."""
+    raw = (metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw).get("schema_version")
+    except (ValueError, AttributeError):
+        return None
+
+
+def check_parquet_file(path: str) -> None:
+    """Refuse a results Parquet file (``trials.parquet``) of a newer schema version.
+
+    Raises
+    ------
+    SchemaVersionError
+        See ``check_schema_version``.
+    """
+    check_schema_version(parquet_schema_version(pq.read_schema(path).metadata), f"'{path}'")
 
 
 @dataclass(frozen=True)
@@ -178,9 +256,90 @@ def _cast(value: Any, dtype: pa.DataType) -> Any:
     return value
 
 
+def _column(values: list, dtype: pa.DataType) -> pa.Array:
+    """``values`` as an Arrow array of ``dtype``, each value exactly as ``_cast`` makes it.
+
+    pyarrow converts plain values of the right kind in C; a column it refuses (a "nan" read
+    back from the journal, a float in an int column) goes through ``_cast`` value by value.
+    """
+    if pa.types.is_timestamp(dtype):
+        fast = _timestamps(values, dtype)
+        if fast is not None:
+            return fast
+    elif not pa.types.is_string(dtype) or set(map(type, values)) <= _TEXT:
+        try:
+            return pa.array(values, type=dtype)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            pass
+    return pa.array([_cast(v, dtype) for v in values], type=dtype)
+
+
+_TEXT = {str, type(None)}  # pyarrow would take bytes as text too; _cast makes "b'...'" of them
+
+
+def _timestamps(values: list, dtype: pa.TimestampType) -> pa.Array | None:
+    """Seconds since the epoch as ``dtype`` for a whole column, as ``_cast`` makes each.
+
+    ``datetime.fromtimestamp`` rounds a float to the microsecond (half to even) and pyarrow cuts
+    that down to the column's unit; numpy does the same to every value at once. None when a
+    value is not a plain number in range (then ``_cast`` takes each).
+    """
+    if dtype.unit not in ("s", "ms", "us"):
+        return None
+    try:
+        # float(value) as _cast takes it: numbers (bools too) convert, text does not.
+        floats = pa.array(values, type=pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        return None
+    seconds = floats.fill_null(0.0).to_numpy()
+    if not (np.isfinite(seconds) & (seconds >= 0) & (seconds < 1e11)).all():
+        return None
+    whole = np.trunc(seconds)
+    micros = whole.astype(np.int64) * 1_000_000 + np.round((seconds - whole) * 1e6).astype(np.int64)
+    per_unit = {"s": 1_000_000, "ms": 1_000, "us": 1}[dtype.unit]
+    return pa.array(micros // per_unit, type=dtype,
+                    mask=floats.is_null().to_numpy(zero_copy_only=False))
+
+
 def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
-    columns = {f.name: [_cast(r.get(f.name), f.type) for r in rows] for f in schema}
-    return pa.table(columns, schema=schema)
+    """The rows (dicts; a missing key is null) as a table of ``schema``."""
+    return columns_to_table({f.name: [r.get(f.name) for r in rows] for f in schema}, schema)
+
+
+def columns_to_table(columns: Mapping[str, Any], schema: pa.Schema) -> pa.Table:
+    """Lists of values by column name as a table of ``schema`` (values cast as ``_cast`` does;
+    an Arrow array is taken as it is)."""
+    return pa.table({f.name: columns[f.name] if isinstance(columns[f.name], pa.Array)
+                     else _column(columns[f.name], f.type) for f in schema}, schema=schema)
+
+
+def _by_trial_index(table: pa.Table) -> pa.Table:
+    """``table`` in ``trial_index`` order; a stable sort, so a trial's reports keep theirs."""
+    index = table["trial_index"]
+    if len(index) < 2 or pc.all(pc.less_equal(index[:-1], index[1:])).as_py():
+        return table  # trials often end in the order they started
+    return table.take(pc.sort_indices(table, sort_keys=[("trial_index", "ascending")]))
+
+
+def part_files(storage: Storage, folder: str, kind: str) -> list[str]:
+    """The parts of ``kind`` (``trials`` or ``epochs``) in an experiment folder, oldest first.
+
+    Parameters
+    ----------
+    storage : Storage
+        The storage the folder is in.
+    folder : str
+        The experiment folder relative to the storage root ("" for the root itself).
+    kind : str
+        ``trials`` or ``epochs``.
+
+    Returns
+    -------
+    list of str
+        Paths relative to the storage root, in the order they were written.
+    """
+    prefix = f"{folder}/{PARTS_DIR}/{kind}" if folder else f"{PARTS_DIR}/{kind}"
+    return [p for p in storage.list_files(prefix) if p.endswith(".parquet")]
 
 
 def table_bytes(table: pa.Table, metadata: Mapping[str, Any]) -> bytes:
@@ -195,8 +354,9 @@ def table_bytes(table: pa.Table, metadata: Mapping[str, Any]) -> bytes:
 class ResultsWriter:
     """Journals every trial event at once, and writes the Parquet views of the journal.
 
-    The journal (``pipelines.journal``) is the one record; ``trials.parquet`` and
-    ``epochs.parquet`` are rebuilt from what it holds.
+    The journal (``pipelines.journal``) is the one record; the parts, ``trials.parquet`` and
+    ``epochs.parquet`` are rebuilt from what it holds (see the module's docstring for the
+    layout).
 
     Parameters
     ----------
@@ -214,7 +374,7 @@ class ResultsWriter:
         The result key that numbers a trial's reports (Tune's ``training_iteration``, or the
         trial's own ``epoch``, which a trial resumed from a checkpoint continues).
     flush_every_s : float
-        Least time between two Parquet rewrites while trials run.
+        Least time between two parts while trials run.
     """
 
     def __init__(self, storage: Storage, experiment: str, space: Space, metrics: MetricColumns,
@@ -233,9 +393,17 @@ class ResultsWriter:
         self.journal = Journal(storage, experiment)
         self.log = TrialLog(metrics.metric, metrics.mode, metrics.columns)
         self._lock = threading.Lock()
-        self._last_flush = 0.0
-        self._flush_seconds = 0.0
-        self._dirty = False
+        self._pending: list[str] = []  # ended trials no part holds yet, in the order they ended
+        self._written: set[str] = set()  # ended trials in self._tables
+        # (trials, epochs) tables of every part written, or of the last compaction and the
+        # parts since: compaction concatenates them, it never reads the parts back.
+        self._tables: list[tuple[pa.Table, pa.Table]] = []
+        self._attempt: int | None = None
+        self._seq = 0
+        self._earlier_parts_gone = False
+        self._compacted: int | None = None  # trials in the last compaction
+        self._last_part = float("-inf")  # the first trial to end writes a part at once
+        self._part_seconds = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its RunConfig (callbacks included) into tuner.pkl.
@@ -251,7 +419,11 @@ class ResultsWriter:
         """Journal first (durable), then update the views."""
         with self._lock:
             self.journal.append(event)
+            trial_id = event.get("trial_id")
+            was_ended = self.is_ended(trial_id)
             self.log.apply(event)
+            if not was_ended and self.is_ended(trial_id):
+                self._pending.append(trial_id)
 
     # --- events -----------------------------------------------------------------------------
     def known(self, trial_id: str) -> bool:
@@ -296,19 +468,23 @@ class ResultsWriter:
             error = error.strip().splitlines()[-1][:2000] if error.strip() else error
         self._record(end_event(trial_id, status, error=error, stopped_by=stopped_by,
                                checkpoint=checkpoint))
-        self._dirty = True
-        # Rewrites grow with the table: space them so they take at most a tenth of the
-        # driver's time. The journal already holds every event.
-        interval = max(self.flush_every_s, 10 * self._flush_seconds)
-        if time.monotonic() - self._last_flush >= interval:
-            self.flush()
+        # A part costs what ended since the last one; spacing them still keeps small files few
+        # and, on a slow store, at most a tenth of the driver's time. The journal already holds
+        # every event.
+        interval = max(self.flush_every_s, 10 * self._part_seconds)
+        if time.monotonic() - self._last_part >= interval:
+            self.write_part()
 
     def load_journal(self) -> int:
-        """Replay an earlier run's journal (for --resume); returns the number of ended trials."""
+        """Replay an earlier run's journal (for --resume); returns the number of ended trials.
+
+        Every ended trial goes into the next part (or compaction) of this writer.
+        """
         with self._lock:
             self.log.apply_all(self.journal.read())
-            self._dirty = True
-        return len(self.log.ended())
+            ended = self.log.ended()
+            self._pending = [t["trial_id"] for t in ended if t["trial_id"] not in self._written]
+        return len(ended)
 
     # --- views ------------------------------------------------------------------------------
     def _row(self, trial: Mapping[str, Any]) -> dict[str, Any]:
@@ -321,61 +497,144 @@ class ResultsWriter:
         last = reports[-1]["metrics"] if reports else {}
         for name in self.metrics.columns:
             row[name] = last.get(name)
-        best = log.best_report(tid)
+        best = log.best_report(tid, reports)
         if best is not None:
             row[f"best_{self.metrics.metric}"] = best["metrics"][self.metrics.metric]
             row["best_iteration"] = best["iteration"]
         row["iterations"] = reports[-1]["iteration"] if reports else 0
-        for report in reports:
-            for key, column in (("hostname", "node"), ("node_ip", "node_ip"), ("node_id", "node_id")):
-                if report["metrics"].get(key):
-                    row[column] = report["metrics"][key]
-        row["status"] = log.status(tid)
-        row["stopped_by"] = log.stopped_by(tid)
+        for key, column in (("hostname", "node"), ("node_ip", "node_ip"), ("node_id", "node_id")):
+            # The last report that names it.
+            value = next((r["metrics"][key] for r in reversed(reports) if r["metrics"].get(key)),
+                         None)
+            if value:
+                row[column] = value
+        row["status"] = log.status(tid, reports)
+        row["stopped_by"] = log.stopped_by(tid, reports)
         row["error"] = trial.get("error")
         row["start_time"] = trial.get("start_time")
         row["end_time"] = trial.get("end_time")
         if row["start_time"] is not None and row["end_time"] is not None:
             row["wall_time_s"] = row["end_time"] - row["start_time"]
-        row["checkpoint"] = trial.get("checkpoint") or log.last_checkpoint(tid)
+        row["checkpoint"] = trial.get("checkpoint") or log.last_checkpoint(tid, reports=reports)
         return row
 
-    def _epoch_rows(self, trial: Mapping[str, Any]) -> list[dict[str, Any]]:
-        rows = []
-        for report in self.log.epoch_reports(trial["trial_id"]):
-            metrics = report["metrics"]
-            rows.append({"experiment": self.experiment, "trial_id": trial["trial_id"],
-                         "trial_index": trial["trial_index"], "iteration": report["iteration"],
-                         **{name: metrics.get(name) for name in self.metrics.columns},
-                         "time_total_s": metrics.get("time_total_s"),
-                         "timestamp": metrics.get("timestamp", report.get("time"))})
-        return rows
+    def _epoch_columns(self, trials: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The epochs.parquet rows of ``trials``, column by column (one row per report).
+
+        What is the same for all of a trial's reports is converted once per trial and
+        repeated by Arrow.
+        """
+        per_trial = {"experiment": [self.experiment] * len(trials),
+                     "trial_id": [t["trial_id"] for t in trials],
+                     "trial_index": [t["trial_index"] for t in trials]}
+        columns: dict[str, Any] = {name: [] for name in self.epochs_schema.names
+                                   if name not in per_trial}
+        counts = []
+        for trial in trials:
+            reports = self.log.epoch_reports(trial["trial_id"])
+            counts.append(len(reports))
+            metrics = [report["metrics"] for report in reports]
+            columns["iteration"] += [report["iteration"] for report in reports]
+            for name in dict.fromkeys((*self.metrics.columns, "time_total_s")):
+                columns[name] += map(dict.get, metrics, repeat(name))
+            columns["timestamp"] += [m["timestamp"] if "timestamp" in m else report.get("time")
+                                     for m, report in zip(metrics, reports, strict=True)]
+        rows = np.repeat(np.arange(len(trials)), counts)
+        for name, values in per_trial.items():
+            columns[name] = _column(values, self.epochs_schema.field(name).type).take(rows)
+        return columns
+
+    def _views(self, trials: Sequence[Mapping[str, Any]]) -> tuple[pa.Table, pa.Table]:
+        """The trials.parquet and epochs.parquet rows of ``trials`` (ended ones)."""
+        return (rows_to_table([self._row(t) for t in trials], self.trials_schema),
+                columns_to_table(self._epoch_columns(trials), self.epochs_schema))
 
     def finished_rows(self) -> list[dict[str, Any]]:
         """One row per ended trial, in the searcher's order."""
         with self._lock:
             return [self._row(t) for t in self.log.ended()]
 
-    def flush(self) -> None:
-        """Rewrite trials.parquet and epochs.parquet with every ended trial so far."""
+    def _file_metadata(self) -> dict[str, Any]:
+        return {**self.metadata, "schema_version": SCHEMA_VERSION}
+
+    def _part_path(self, kind: str, seq: int) -> str:
+        return f"{self.experiment}/{PARTS_DIR}/{kind}/a{self._attempt:06d}/{seq:09d}.parquet"
+
+    def _attempt_dirs(self) -> list[tuple[str, str]]:
+        """``(kind, folder name)`` of every attempt's parts on storage."""
+        out = []
+        for kind in ("trials", "epochs"):
+            selector = pafs.FileSelector(self.storage.path(self.experiment, PARTS_DIR, kind),
+                                         allow_not_found=True)
+            out += [(kind, info.base_name) for info in self.storage.fs.get_file_info(selector)
+                    if info.type == pafs.FileType.Directory
+                    and _ATTEMPT_DIR.fullmatch(info.base_name)]
+        return out
+
+    def write_part(self) -> None:
+        """Write the trials ended since the last part, and their reports, as a new part.
+
+        The epochs file goes first, so a reader who finds a trial in a part finds its reports.
+        After this writer's first part, the parts of earlier attempts (a run before a
+        ``--resume``) are deleted: that part holds every trial they held.
+        """
         with self._lock:
-            if not self._dirty and self._last_flush:
+            if not self._pending:
                 return
-            ended = self.log.ended()
-            rows = [self._row(t) for t in ended]
-            epochs = [e for t in ended for e in self._epoch_rows(t)]
-            self._dirty = False
-            self._last_flush = time.monotonic()
+            trials = sorted((self.log.trials[t] for t in self._pending),
+                            key=lambda t: t["trial_index"])
+            self._pending = []
+            trials_table, epochs_table = self._views(trials)
+            self._tables.append((trials_table, epochs_table))
+            self._written.update(t["trial_id"] for t in trials)
+            self._last_part = time.monotonic()
+            if self._attempt is None:
+                # After every earlier attempt, so that a resume never overwrites a part.
+                self._attempt = 1 + max((int(name[1:]) for _, name in self._attempt_dirs()),
+                                        default=0)
+            self._seq += 1
+            seq = self._seq
         started = time.monotonic()
-        meta = {**self.metadata, "schema_version": SCHEMA_VERSION}
-        self.storage.write_bytes(
-            f"{self.experiment}/{TRIALS_FILE}", table_bytes(rows_to_table(rows, self.trials_schema), meta)
-        )
+        meta = self._file_metadata()
+        self.storage.write_bytes(self._part_path("epochs", seq), table_bytes(epochs_table, meta))
         pause_point("flush")  # the reliability tests kill the driver here, between two files
-        self.storage.write_bytes(
-            f"{self.experiment}/{EPOCHS_FILE}", table_bytes(rows_to_table(epochs, self.epochs_schema), meta)
-        )
-        self._flush_seconds = time.monotonic() - started
+        self.storage.write_bytes(self._part_path("trials", seq), table_bytes(trials_table, meta))
+        if not self._earlier_parts_gone:
+            mine = f"a{self._attempt:06d}"
+            for kind, name in self._attempt_dirs():
+                if name != mine:
+                    self.storage.delete_dir(f"{self.experiment}/{PARTS_DIR}/{kind}/{name}")
+            self._earlier_parts_gone = True
+        self._part_seconds = time.monotonic() - started
+
+    def flush(self) -> None:
+        """Compact: write trials.parquet and epochs.parquet with every ended trial, then
+        delete the parts.
+
+        The run calls it at its end, and ``rebuild`` after a hard kill. Nothing is read back:
+        the tables of the parts this writer wrote are concatenated with the trials no part
+        holds yet (all of them after ``load_journal``). epochs.parquet goes first, so a reader
+        who finds a trial in trials.parquet finds its reports.
+        """
+        with self._lock:
+            missing = [t for t in self.log.ended() if t["trial_id"] not in self._written]
+            if not missing and self._compacted == len(self._written):
+                return  # nothing ended since the last compaction
+            if missing or not self._tables:
+                self._tables.append(self._views(missing))
+                self._written.update(t["trial_id"] for t in missing)
+            self._pending = []
+            # A trial's reports are together and in order in one part: sorting the trials
+            # sorts them.
+            trials = _by_trial_index(pa.concat_tables([t for t, _ in self._tables]))
+            epochs = _by_trial_index(pa.concat_tables([e for _, e in self._tables]))
+            self._tables = [(trials, epochs)]
+            self._compacted = len(self._written)
+        meta = self._file_metadata()
+        self.storage.write_bytes(f"{self.experiment}/{EPOCHS_FILE}", table_bytes(epochs, meta))
+        self.storage.write_bytes(f"{self.experiment}/{TRIALS_FILE}", table_bytes(trials, meta))
+        self.storage.delete_dir(f"{self.experiment}/{PARTS_DIR}")
+        self._earlier_parts_gone = True
 
     def best(self) -> dict[str, Any] | None:
         """The best trial by the task's ``select`` rule; ties keep the earliest trial."""
@@ -456,9 +715,17 @@ def package_versions() -> dict[str, str]:
 
 
 def rebuild_from_journal(experiment_dir: str) -> int:
-    """Rewrite the Parquet files of a local experiment from its journal; returns trial count."""
+    """Rewrite the Parquet files of a local experiment from its journal; returns trial count.
+
+    Raises
+    ------
+    SchemaVersionError
+        The experiment was written with a newer schema version.
+    """
     with open(os.path.join(experiment_dir, EXPERIMENT_FILE), encoding="utf-8") as f:
         info = json.load(f)
+    check_schema_version(info.get("schema_version"),
+                         os.path.join(experiment_dir, EXPERIMENT_FILE))
     space = Space.from_dict(info["space"])
     storage = Storage(os.path.dirname(os.path.abspath(experiment_dir)))
     writer = ResultsWriter(storage, os.path.basename(os.path.abspath(experiment_dir)), space,
@@ -482,7 +749,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.path.isfile(os.path.join(args.experiment_dir, EXPERIMENT_FILE)):
         print(f"error: '{args.experiment_dir}' holds no {EXPERIMENT_FILE}", file=sys.stderr)
         return 2
-    count = rebuild_from_journal(args.experiment_dir)
+    try:
+        count = rebuild_from_journal(args.experiment_dir)
+    except SchemaVersionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"rebuilt {TRIALS_FILE} and {EPOCHS_FILE} with {count} trials")
     return 0
 

@@ -77,6 +77,53 @@ def test_malformed_uris_are_refused_with_one_line(uri, expected, monkeypatch):
     assert "\n" not in str(info.value)
 
 
+def test_results_in_parts_then_compacted_on_the_server(s3_server, monkeypatch):
+    # The writer's own path on an object store, without Ray: parts as trials end, a reader
+    # mid-run, a resume under a new attempt, the compaction, the parts deleted.
+    import pyarrow as pa
+
+    from pipelines import analysis
+    from pipelines.results import MetricColumns, ResultsWriter, write_experiment_json
+    from search_spaces import load_space
+
+    _use(monkeypatch, s3_server)
+    bucket = s3_server.create_bucket()
+    storage = Storage(f"s3://{bucket}/runs")
+    metrics = MetricColumns("score", "max", {"score": pa.float64()}, "epoch", select="best")
+    space = load_space("svm")
+    write_experiment_json(storage, "exp", {"name": "exp", "space": space.to_dict(),
+                                           "metrics": metrics.to_dict(), "schema_version": 1})
+
+    def trial(writer, i):
+        writer.start_trial(f"t{i}", i, {"kernel": "linear", "C": 1.0 + i})
+        for it in (1, 2):
+            writer.add_result(f"t{i}", {"score": i + it / 10, "training_iteration": it})
+        writer.end_trial(f"t{i}", "finished")
+        writer.write_part()
+
+    first = ResultsWriter(storage, "exp", space, metrics, {}, {}, flush_every_s=3600)
+    for i in range(3):
+        trial(first, i)
+    parts = sorted(k for k in s3_server.keys(bucket, "runs/exp/parts/") if not k.endswith("/"))
+    assert parts == [f"runs/exp/parts/{kind}/a000001/{seq:09d}.parquet"
+                     for kind in ("epochs", "trials") for seq in (1, 2, 3)]
+    during = analysis.load_experiment(f"s3://{bucket}/runs/exp")
+    assert during.trials["trial_id"].tolist() == ["t0", "t1", "t2"] and len(during.epochs) == 6
+
+    resumed = ResultsWriter(storage, "exp", space, metrics, {}, {}, flush_every_s=3600)
+    assert resumed.load_journal() == 3
+    trial(resumed, 3)
+    parts = sorted(k for k in s3_server.keys(bucket, "runs/exp/parts/") if not k.endswith("/"))
+    assert parts == ["runs/exp/parts/epochs/a000002/000000001.parquet",
+                     "runs/exp/parts/trials/a000002/000000001.parquet"]
+    resumed.flush()
+    keys = s3_server.keys(bucket, "runs/exp/")
+    assert not any(k.startswith("runs/exp/parts/") and not k.endswith("/") for k in keys), keys
+    trials = s3_server.read_parquet(bucket, "runs/exp/trials.parquet")
+    assert trials["trial_id"].tolist() == ["t0", "t1", "t2", "t3"]
+    assert len(s3_server.read_parquet(bucket, "runs/exp/epochs.parquet")) == 8
+
+
 # --- the pipeline end to end ----------------------------------------------------------------
 
 def _assert_one_line_exit_2_before_ray(proc, *fragments):

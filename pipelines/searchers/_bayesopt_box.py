@@ -44,9 +44,14 @@ def warm_start_from_parquet(path: str, space: Space, metric: str) -> list[dict[s
     ------
     SpaceError
         If the file has none of the space's params or no ``metric`` column.
+    SchemaVersionError
+        A ValueError: the file was written with a newer results schema version.
     """
     import pandas as pd
 
+    from pipelines.results import check_parquet_file
+
+    check_parquet_file(path)
     frame = pd.read_parquet(path)
     columns = {name: f"param_{name}" for name in space.params if f"param_{name}" in frame.columns}
     if not columns:
