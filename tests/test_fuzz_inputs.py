@@ -388,6 +388,11 @@ def _parse_faults(pipeline: str):
             bad = st.one_of(st.floats(max_value=1).map(repr),
                             st.sampled_from(["nan", "inf", "Infinity", "1e400", "-1e400"]),
                             _NOT_FLOAT)
+        elif action.type is cli.fraction:  # above 0, at most 1
+            bad = st.one_of(st.floats(max_value=0).map(repr),
+                            st.floats(min_value=1, exclude_min=True).map(repr),
+                            st.sampled_from(["nan", "inf", "-0.0", "1.0000001", "1e400"]),
+                            _NOT_FLOAT)
         elif action.type is cli._name:
             bad = st.one_of(
                 st.one_of(_ARG_TEXT, _with_line_break("a"),
