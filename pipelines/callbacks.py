@@ -165,6 +165,7 @@ class ProgressCallback(Callback):
         self.best: float | None = None
         self.best_config: dict | None = None
         self.started = time.monotonic()
+        self.first_start: float | None = None  # wall clock of this run's first trial start
         self._last_print = 0.0
         self._width = 0
 
@@ -218,6 +219,8 @@ class ProgressCallback(Callback):
             self._last_print = now
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.first_start is None:
+            self.first_start = time.time()
         self._show(trials)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:

@@ -396,7 +396,11 @@ def _write_report(location: str) -> str | None:
 def run(task: Task, args: argparse.Namespace) -> int:
     """Run the experiment described by ``args``; returns the process exit code."""
     started = time.time()
+    # Seconds of each phase of this process, kept in experiment.json ("phases_s") for the
+    # start-up benchmark (benchmarks/phases.py) and for users asking where a short run's time went.
+    phases: dict[str, float] = {}
     prep = prepare(task, args)
+    phases["prepare"] = time.time() - started
     quiet_ray(args.verbose)
     space, storage = prep.space, prep.storage
 
@@ -407,8 +411,10 @@ def run(task: Task, args: argparse.Namespace) -> int:
     loaded: dict[str, Any] = {}
 
     def load() -> None:
+        load_started = time.time()
         try:
             loaded["data"] = task.load(args)
+            phases["data_load"] = time.time() - load_started
             build_searcher(task, prep)
             import pipelines.callbacks  # noqa: F401  (Ray Tune's import, off the critical path)
         except BaseException as exc:  # re-raised on the main thread
@@ -419,8 +425,12 @@ def run(task: Task, args: argparse.Namespace) -> int:
     target = args.address or "a local Ray"
     log(f"{task.name}: {prep.num_trials} trials ({args.algo}, {args.scheduler}) on {target}; "
         f"results in {storage.uri_of(args.name)}")
+    ray_started = time.time()
     start_ray(args, task)
+    phases["ray_start"] = time.time() - ray_started
+    waited = time.time()
     loader.join()
+    phases["wait_for_load"] = time.time() - waited
     if "error" in loaded:
         import ray
 
@@ -477,6 +487,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
     interrupted = False
     if remaining > 0:
         tuner = build_tuner(task, prep, data, writer, progress, remaining, journal_log)
+        phases["tuner_build"] = time.time() - tune_started
         try:
             tuner.fit()
         except KeyboardInterrupt:
@@ -486,6 +497,10 @@ def run(task: Task, args: argparse.Namespace) -> int:
     else:
         writer.flush()
     tune_seconds = time.time() - tune_started
+    if progress.first_start is not None:
+        phases["first_trial_start"] = progress.first_start - tune_started - \
+            phases.get("tuner_build", 0.0)
+    phases["tune"] = tune_seconds - phases.get("tuner_build", 0.0)
 
     rows = writer.finished_rows()
     # Tune answers Ctrl-C by stopping cleanly and returning; fewer trials than planned means
@@ -496,13 +511,17 @@ def run(task: Task, args: argparse.Namespace) -> int:
     evaluation_error = None
     if best is not None and not interrupted:
         pause_point("evaluate")  # the reliability tests kill the driver here
+        evaluation_started = time.time()
         try:
             evaluation = task.evaluate(args, data, best)
         except EvaluationError as exc:
             evaluation_error = str(exc)
+        phases["evaluation"] = time.time() - evaluation_started
     import ray
 
+    shutdown_started = time.time()
     ray.shutdown()
+    phases["shutdown"] = time.time() - shutdown_started
 
     counts = {
         "trials": len(rows),
@@ -517,6 +536,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         "finished": datetime.now(timezone.utc).isoformat(),
         "wall_time_s": time.time() - started,
         "tune_time_s": tune_seconds,
+        "phases_s": {k: round(v, 4) for k, v in phases.items()},
         "counts": counts,
         "best": None if best is None else {
             "trial_id": best["trial_id"],

@@ -1,0 +1,112 @@
+"""Where a short run's time goes: the phases of one ``python -m pipelines.<task>`` process.
+
+Runs the pipeline ``--repeats`` times as a user would (a new process each time, a fresh local
+Ray unless ``--address`` is given) and prints the median seconds of each phase:
+
+- ``imports``: process launch to the start of ``runner.run`` (the interpreter, the pipeline's
+  imports);
+- ``prepare``: the checks before Ray (flags, space, storage, the data's split for the SVM task);
+- ``ray_start``: ``ray.init`` (data loading runs beside it; ``data_load`` and ``wait_for_load``
+  show whether it finished first);
+- ``tuner_build``, ``first_trial_start`` (``Tuner.fit`` to the first trial's start);
+- ``tune``: all trials; ``per_trial_overhead``: the part of it no trial was running for,
+  divided by the trial count (tune span x concurrency - the trials' own wall time) / trials;
+- ``evaluation``: the final test of the best config; ``shutdown``: ``ray.shutdown``;
+- ``after``: writing experiment.json's last state, the report, and the process exit.
+
+The phases come from the ``phases_s`` field each run writes to experiment.json; ``imports`` and
+``after`` from the launch and exit times seen here.
+
+    python benchmarks/phases.py [--task svm] [--repeats 3] [--address auto] [-- extra flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+
+import pandas as pd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORDER = ("imports", "prepare", "ray_start", "data_load", "wait_for_load", "tuner_build",
+         "first_trial_start", "tune", "per_trial_overhead", "evaluation", "shutdown", "after")
+
+
+def one_run(task: str, extra: list[str], address: str | None, out: str, name: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", f"pipelines.{task}", "--output", out, "--name", name, *extra]
+    if address:
+        cmd += ["--address", address]
+    launched = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    ended = time.time()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    folder = os.path.join(out, name)
+    with open(os.path.join(folder, "experiment.json")) as f:
+        info = json.load(f)
+    phases = dict(info["phases_s"])
+    started = datetime.fromisoformat(info["started"]).timestamp()
+    finished = datetime.fromisoformat(info["finished"]).timestamp()
+    phases["imports"] = started - launched
+    phases["after"] = ended - finished
+    trials = pd.read_parquet(os.path.join(folder, "trials.parquet"))
+    span = (pd.to_datetime(trials["end_time"]).max()
+            - pd.to_datetime(trials["start_time"]).min()).total_seconds()
+    concurrency = int(info.get("flags", {}).get("max_concurrent") or 0) or _concurrency(trials)
+    busy = float(trials["wall_time_s"].sum())
+    phases["per_trial_overhead"] = max(0.0, span * concurrency - busy) / max(len(trials), 1)
+    phases["total"] = ended - launched
+    phases["trials"] = len(trials)
+    return phases
+
+
+def _concurrency(trials: pd.DataFrame) -> int:
+    """The most trials that overlapped in time."""
+    events = sorted([(t, 1) for t in pd.to_datetime(trials["start_time"])]
+                    + [(t, -1) for t in pd.to_datetime(trials["end_time"])])
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return max(most, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=("svm", "finetune"), default="svm")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--address", default=None, help="a running Ray (e.g. auto)")
+    args = parser.parse_args(argv)
+    extra = extra or ["--algo", "grid", "--no-report"]
+    out = tempfile.mkdtemp(prefix="bench-phases-")
+    runs = []
+    for i in range(args.repeats):
+        runs.append(one_run(args.task, extra, args.address, out, f"run{i}"))
+        print(f"run {i + 1}/{args.repeats}: {runs[-1]['total']:.1f} s, "
+              f"{runs[-1]['trials']} trials", flush=True)
+    print(f"\npipelines.{args.task} {' '.join(extra)}"
+          f"{' --address ' + args.address if args.address else ' (fresh local Ray)'}; "
+          f"median of {args.repeats} runs, seconds:")
+    for key in (*ORDER, "total"):
+        values = [r[key] for r in runs if key in r]
+        if values:
+            print(f"  {key:<20} {statistics.median(values):8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
