@@ -20,6 +20,12 @@ The BO's first ``--bo-init`` trials are the same seeded random draws as random s
 pipeline's default is 2 per parameter, at most 20: all of a 16-trial budget on this 15-parameter
 space), so give budgets well above it.
 
+With ``--methods`` also Optuna 5's samplers on the same space and task (``optuna-tpe``,
+``optuna-gp``, and each with ``HyperbandPruner`` and twice the trials: ``optuna-*-hyperband``),
+run in-process through the trainables' own loop (Optuna is a benchmark extra; the device
+machines and Optuna have no Ray in between), one trial at a time; their test accuracy is not
+scored.
+
 Read from each run's Parquet files: its best validation accuracy (the one selection rule), the
 test accuracy of that config (held out from every trial), the epochs it trained (rows of
 ``epochs.parquet``) and, for every method, the epochs it had spent when one of its epochs first
@@ -34,6 +40,7 @@ epochs. Prints per-seed JSON lines, then medians over seeds.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -45,6 +52,9 @@ import time
 import pandas as pd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _path in (REPO, os.path.join(REPO, "benchmarks")):  # the project, and sq_optuna beside us
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 METHODS = {
     "random-fifo": (["--algo", "random", "--scheduler", "fifo"], 1),
     "bayesopt-fifo": (["--algo", "bayesopt", "--scheduler", "fifo"], 1),
@@ -88,6 +98,80 @@ def run(method: str, seed: int, args: argparse.Namespace, out: str) -> dict:
     }
 
 
+OPTUNA = {  # method -> (sampler, pruned with HyperbandPruner, trial factor)
+    "optuna-tpe": ("tpe", False, 1),
+    "optuna-gp": ("gp", False, 1),
+    "optuna-tpe-hyperband": ("tpe", True, 2),
+    "optuna-gp-hyperband": ("gp", True, 2),
+}
+
+
+def run_optuna(method: str, seed: int, args: argparse.Namespace) -> dict:
+    """Optuna's sampler (and HyperbandPruner) on the same task: the trainables' own loop
+    in-process (no Ray, one trial at a time), every epoch reported to the trial.
+
+    The objective is a trial's selected score (its best val accuracy, the pipeline's one
+    selection rule). Trial training is seeded exactly as the pipeline's (the config's default
+    seed), so a config trains to the same scores here and there; the test split is not scored.
+    """
+    import optuna
+    from sq_optuna import ask_config, distributions, make_sampler
+
+    from search_spaces.loader import load_space
+    from trainables.finetune import train_loop
+    from trainables.image_data import resolve_dataset
+    from trainables.image_models import resolve_model
+    from trainables.session import LocalSession
+
+    sampler_name, pruned, trial_factor = OPTUNA[method]
+    space = load_space("adam_finetune")
+    dists = distributions(space)
+    data_spec = resolve_dataset("digits-transfer", train_fraction=args.train_fraction,
+                                val_fraction=args.val_fraction)
+    model_spec = resolve_model("small_cnn", None, data_spec)
+    curve_values: list[float] = []
+
+    class Reporting(LocalSession):
+        """Each epoch to Optuna (pruning) and to the curve; no checkpoints kept."""
+
+        def __init__(self, trial):
+            super().__init__(num_threads=1)
+            self.trial, self.best = trial, 0.0
+
+        def report(self, metrics, checkpoint_dir=None):
+            self.metrics.append(dict(metrics))
+            curve_values.append(float(metrics["val_accuracy"]))
+            self.best = max(self.best, float(metrics["val_accuracy"]))
+            self.trial.report(self.best, int(metrics["epoch"]))
+            if pruned and self.trial.should_prune():
+                raise optuna.TrialPruned()
+
+    def objective(trial):
+        config = ask_config(trial, space, dists)
+        with Reporting(trial) as session:
+            train_loop(config, data_spec, model_spec, args.epochs, session)
+            return session.best
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=args.epochs,
+                                             reduction_factor=3)
+              if pruned else optuna.pruners.NopPruner())
+    study = optuna.create_study(direction="maximize", pruner=pruner,
+                                sampler=make_sampler(sampler_name, seed, 1))
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=args.num_samples * trial_factor)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    curve = list(itertools.accumulate(curve_values, max))
+    return {
+        "best": float(study.best_value) if done else float("nan"),
+        "test": float("nan"),
+        "epochs": len(curve_values),
+        "curve": curve,
+        "trial_scores": [t.value for t in done],
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+
+
 def epochs_to_reach(curve: list[float], target: float) -> int | None:
     """Epochs trained when the best-so-far first reached ``target`` (None: never)."""
     for i, best in enumerate(curve):
@@ -104,17 +188,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (default 6)")
     parser.add_argument("--train-fraction", type=float, default=0.1)
     parser.add_argument("--val-fraction", type=float, default=0.4)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"from {', '.join([*METHODS, *OPTUNA])} (default: the project's)")
     parser.add_argument("--bo-init", type=int, default=None,
                         help="random trials before BO's model (default: the pipeline's)")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS and m not in OPTUNA]
+    if unknown:
+        parser.error(f"unknown methods: {', '.join(unknown)}")
     if "random-fifo" not in methods:
         parser.error("random-fifo is the reference: keep it in --methods")
     out = tempfile.mkdtemp(prefix="bench-ft-search-")
     rows = []
     for seed in range(args.seeds):
-        runs = {m: run(m, seed, args, out) for m in methods}
+        runs = {m: run_optuna(m, seed, args) if m in OPTUNA else run(m, seed, args, out)
+                for m in methods}
         reference = runs["random-fifo"]
         scores = sorted(reference["trial_scores"])
         for m, r in runs.items():
