@@ -256,6 +256,9 @@ def _cast(value: Any, dtype: pa.DataType) -> Any:
     return value
 
 
+_TEXT = {str, type(None)}  # pyarrow would take bytes as text too; _cast makes "b'...'" of them
+
+
 def _column(values: list, dtype: pa.DataType) -> pa.Array:
     """``values`` as an Arrow array of ``dtype``, each value exactly as ``_cast`` makes it.
 
@@ -272,9 +275,6 @@ def _column(values: list, dtype: pa.DataType) -> pa.Array:
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
             pass
     return pa.array([_cast(v, dtype) for v in values], type=dtype)
-
-
-_TEXT = {str, type(None)}  # pyarrow would take bytes as text too; _cast makes "b'...'" of them
 
 
 def _timestamps(values: list, dtype: pa.TimestampType) -> pa.Array | None:
