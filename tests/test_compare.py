@@ -95,8 +95,8 @@ def test_budget_arithmetic():
     assert compare.full_trial_cost("finetune", argparse.Namespace(epochs=6)) == 6
     assert compare.plan_trials(150, 6) == 25
     assert compare.plan_trials(151, 6) == 26
-    # ASHA's first guess (0.4 of a full trial) and its margin: 150 * 1.1 / 2.4 = 68.75.
-    assert compare.plan_trials(150, 0.4 * 6, compare.MARGIN) == 69
+    # ASHA's first guess (0.4 of a full trial) and its margin: 150 * 1.25 / 2.4 = 78.1.
+    assert compare.plan_trials(150, 0.4 * 6, compare.MARGIN["asha"]) == 79
     assert compare.plan_trials(10, 1000) == 1
     # SVMs: one full trial fits every fold's train part once; digits has 1,437 train rows and
     # each row is in the train part of 2 of the 3 folds.
