@@ -275,7 +275,8 @@ class TrialLog:
                       key=lambda t: t["trial_index"])
 
     def epoch_reports(self, trial_id: str) -> list[dict[str, Any]]:
-        return [self.reports[trial_id][i] for i in sorted(self.reports.get(trial_id, {}))]
+        reports = self.reports.get(trial_id, {})
+        return [reports[i] for i in sorted(reports)]
 
     # ``reports``, where given, is ``epoch_reports(trial_id)`` already at hand: a row of
     # trials.parquet asks for it several times, and a trial can have hundreds of reports.

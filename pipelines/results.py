@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -256,6 +257,7 @@ def _cast(value: Any, dtype: pa.DataType) -> Any:
     return value
 
 
+_METRICS, _ITERATION = itemgetter("metrics"), itemgetter("iteration")
 _TEXT = {str, type(None)}  # pyarrow would take bytes as text too; _cast makes "b'...'" of them
 
 
@@ -533,8 +535,8 @@ class ResultsWriter:
         for trial in trials:
             reports = self.log.epoch_reports(trial["trial_id"])
             counts.append(len(reports))
-            metrics = [report["metrics"] for report in reports]
-            columns["iteration"] += [report["iteration"] for report in reports]
+            metrics = list(map(_METRICS, reports))
+            columns["iteration"] += map(_ITERATION, reports)
             for name in dict.fromkeys((*self.metrics.columns, "time_total_s")):
                 columns[name] += map(dict.get, metrics, repeat(name))
             columns["timestamp"] += [m["timestamp"] if "timestamp" in m else report.get("time")
