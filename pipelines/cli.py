@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import NoReturn
 
@@ -92,25 +93,24 @@ def seed_int(text: str) -> int:
     return value
 
 
-def _reduction_factor(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 1 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number greater than 1, got {value}")
-    return value
+def _float_where(check: Callable[[float], bool], meaning: str):
+    """An argparse type for numbers that pass ``check`` (a nan passes no comparison)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {meaning}, got {value}")
+        return value
+
+    return parse
 
 
-def fraction(text: str) -> float:
-    """A share strictly above 0 and at most 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
-    return value
+_reduction_factor = _float_where(lambda v: 1 < v < math.inf, "a number greater than 1")
+positive_float = _float_where(lambda v: 0 < v < math.inf, "a number above 0")
+fraction = _float_where(lambda v: 0 < v <= 1, "above 0 and at most 1")  # a share
 
 
 def _name(text: str) -> str:
