@@ -412,23 +412,13 @@ def _strategies(text: str) -> tuple[str, ...]:
     return names
 
 
-def _budget(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
-
-
 def build_parser() -> cli.OneLineParser:
     parser = cli.OneLineParser(prog="python -m pipelines.compare",
                                description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--task", choices=TASKS, required=True, help="the pipeline to compare on")
     parser.add_argument("--strategies", type=_strategies, default=STRATEGIES,
                         help=f"comma-separated, from {','.join(STRATEGIES)} (default: all six)")
-    parser.add_argument("--budget", type=_budget, default=None,
+    parser.add_argument("--budget", type=cli.positive_float, default=None,
                         help="compute each run spends, in the task's unit: epochs (finetune) or "
                              f"rows fitted (svm) (default: {DEFAULT_FULL_TRIALS} full trials)")
     parser.add_argument("--seeds", type=cli.positive_int, default=3,
