@@ -435,12 +435,13 @@ def compute_spent(exp: Experiment) -> pd.Series:
         "errors": int((status == "error").sum()),
         "trial_seconds": float(exp.trials["wall_time_s"].fillna(0.0).sum()),
         "epochs": len(exp.epochs),
-        "wall_time_s": _number(exp.info.get("wall_time_s")),
-        "tune_time_s": _number(exp.info.get("tune_time_s")),
+        "wall_time_s": number_or_nan(exp.info.get("wall_time_s")),
+        "tune_time_s": number_or_nan(exp.info.get("tune_time_s")),
     }, dtype=object)
 
 
-def _number(value: Any) -> float:
+def number_or_nan(value: Any) -> float:
+    """``float(value)``, or nan for None and anything that is not a number."""
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -229,7 +229,7 @@ def run_row(exp: Experiment, unit: ComputeUnit, budget: float) -> dict[str, Any]
     spent = float(curve["compute"].iloc[-1]) if len(curve) else 0.0
     result = analysis.test_result(exp)
     metric = exp.metrics.metric
-    best = _number(result.get(metric))
+    best = analysis.number_or_nan(result.get(metric))
     test_key = "test_accuracy" if "test_accuracy" in result else next(
         (k for k in result if k.startswith("test") and isinstance(result[k], (int, float))), None)
     return {
@@ -238,17 +238,11 @@ def run_row(exp: Experiment, unit: ComputeUnit, budget: float) -> dict[str, Any]
         "budget": float(budget),
         "best_at_budget": best_at(curve, budget),
         "best": best,
-        "test": _number(result.get(test_key)) if test_key else math.nan,
+        "test": analysis.number_or_nan(result.get(test_key)) if test_key else math.nan,
         "best_found_at": compute_to_reach(curve, best, exp.metrics.mode) if best == best else math.nan,
-        "wall_s": _number(exp.info.get("wall_time_s")),
+        "wall_s": analysis.number_or_nan(exp.info.get("wall_time_s")),
     }
 
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def add_reach(rows: pd.DataFrame, curves: Mapping[tuple[str, int], pd.DataFrame], mode: str,

@@ -36,6 +36,7 @@ from pipelines.results import (
     MetricColumns,
     ResultsWriter,
     SchemaVersionError,
+    best_row,
     check_schema_version,
     package_versions,
     write_experiment_json,
@@ -506,7 +507,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
     # Tune answers Ctrl-C by stopping cleanly and returning; fewer trials than planned means
     # the user stopped it.
     interrupted = interrupted or len(rows) < prep.num_trials
-    best = writer.best()
+    best = best_row(rows, task.metrics)  # the rows just built, not built again
     evaluation: dict[str, Any] = {}
     evaluation_error = None
     if best is not None and not interrupted:
