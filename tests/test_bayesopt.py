@@ -450,10 +450,11 @@ def test_a_trial_cut_by_asha_is_never_registered_as_final():
     run("full", [1, 3, 9], [0.6, 0.5, 0.4])
     # Only the trial that reached the full budget is an observation (a final score) ...
     assert searcher.n_observations == 1 and searcher.observations[0][1] == 0.4
-    # ... the model learns the cut ones per rung: with too few at the top levels, it models
-    # level 1, where all three have a score.
-    points, scores = searcher._training_set()
-    assert sorted(scores) == [0.6, 0.8, 0.9]
+    # ... the model learns every trial's scores at their levels (log(level) / log(9) as the
+    # fidelity column); only the finished trial's final score sits at the full budget.
+    points, scores, levels = searcher._training_set()
+    rows = list(zip(levels, scores, strict=True))
+    assert sorted(rows) == [(0.0, 0.6), (0.0, 0.8), (0.0, 0.9), (0.5, 0.5), (0.5, 0.7), (1.0, 0.4)]
     # A trial that stopped itself (patience) below the budget is final.
     run("patient", [1, 3], [0.3, 0.35])
     searcher.on_trial_result("x", {})  # unknown trials are ignored
@@ -463,6 +464,12 @@ def test_a_trial_cut_by_asha_is_never_registered_as_final():
     searcher.on_trial_complete("p2", {"training_iteration": 2, "score": 0.25,
                                       "stopped_by": "patience"})
     assert searcher.n_observations == 2
+    # Stopped by patience at level 2: its final score counts at the full budget, its earlier
+    # level at its own; the cut trials still never reach the full budget.
+    points, scores, levels = searcher._training_set()
+    rows = list(zip(levels, scores, strict=True))
+    assert (1.0, 0.25) in rows and (0.0, 0.2) in rows
+    assert sorted(s for f, s in rows if f == 1.0) == [0.25, 0.4]
 
 
 def test_fine_tuning_registers_the_selected_epoch_not_the_last():
@@ -474,6 +481,115 @@ def test_fine_tuning_registers_the_selected_epoch_not_the_last():
         searcher.on_trial_result("a", {"epoch": epoch, "val_accuracy": acc})
     searcher.on_trial_complete("a", {"epoch": 3, "val_accuracy": 0.8})
     assert searcher.observations[0][1] == 0.9
+
+
+def _asha_run(seed: int, dims: int = 6, n: int = 30):
+    """A synthetic ASHA run fed to a searcher: ``n`` random configs at level 1, the best third
+    (by their level-1 score) on to level 3, the best third of those to the full budget 9.
+
+    Full budget: a bowl. Early levels mix in a pull toward high ``x0`` (a config that learns fast
+    at first, as a high learning rate with a frozen backbone does): correlated with the full
+    budget's ranking, but misleading about it. Returns the searcher, the configs and each
+    config's scores per level.
+    """
+    centre = np.linspace(0.2, 0.7, dims)
+    rng = np.random.default_rng(seed)
+    space = Space({f"x{i}": Float(0.0, 1.0) for i in range(dims)}, name="curves")
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=seed, n_init=10_000,
+                                max_fidelity=9)
+    configs = [searcher.suggest(f"t{i}") for i in range(n)]
+    points = np.array([[c[f"x{j}"] for j in range(dims)] for c in configs])
+
+    def score(x, level):
+        w = math.log(level) / math.log(9)
+        full = -float(np.sum((x - centre) ** 2))
+        return full + (1 - w) * 0.6 * (x[0] - centre[0]) + 0.2 * w + 0.01 * rng.standard_normal()
+
+    history: dict[int, dict[int, float]] = {i: {} for i in range(n)}
+    alive = list(range(n))
+    for first, rung in [(1, 1), (2, 3), (4, 9)]:
+        for level in range(first, rung + 1):
+            for i in alive:
+                history[i][level] = score(points[i], level)
+                searcher.on_trial_result(f"t{i}", {"training_iteration": level,
+                                                   "score": history[i][level]})
+        keep = sorted(alive, key=lambda i: -history[i][rung])[:max(1, len(alive) // 3)]
+        for i in alive:
+            if rung == 9 or i not in keep:
+                searcher.on_trial_complete(f"t{i}", {"training_iteration": rung,
+                                                     "score": history[i][rung]})
+        alive = keep
+    return searcher, points, history, centre
+
+
+def test_joint_model_ranks_full_budget_better_than_the_highest_populated_rung():
+    """Under ASHA the joint (config, fidelity) model, predicting the full budget, ranks unseen
+    configs by their full-budget score better than the BOHB recipe (a GP on the highest rung
+    with at least dims + 1 trials; level 3 here, the trials level 1 liked best)."""
+    from scipy.stats import spearmanr
+
+    from pipelines.searchers._bayesopt import _PriorGP, _warp_targets, gp_params
+
+    test = np.random.default_rng(123).random((300, 6))
+    joint, rung = [], []
+    for seed in range(6):
+        searcher, points, history, centre = _asha_run(seed)
+        assert searcher.n_observations == 3 and len(searcher._cut) == 27
+        truth = -np.sum((test - centre) ** 2, axis=1)
+        model = searcher._full_budget_model()
+        joint.append(spearmanr(model.predict(test), truth)[0])
+        level = next(lvl for lvl in (9, 3, 1) if sum(lvl in h for h in history.values()) >= 7)
+        rows = [i for i, h in history.items() if level in h]
+        y = np.array([history[i][level] for i in rows])
+        gp = _PriorGP(**gp_params(6, seed, len(rows))).fit(points[rows], _warp_targets(y, y))
+        rung.append(spearmanr(gp.predict(test), truth)[0])
+    # Measured (seeds 0-5): joint 0.78-0.89, highest rung 0.36-0.72.
+    assert np.median(joint) > np.median(rung) + 0.1, (joint, rung)
+    assert sum(j > r for j, r in zip(joint, rung, strict=True)) >= 5, (joint, rung)
+
+
+def test_under_asha_the_acquisition_sees_the_model_at_the_full_budget(monkeypatch):
+    """The acquisition's model takes config-only points and predicts the joint GP at f = 1;
+    its incumbent is the best predicted full-budget mean among the configs tried."""
+    from pipelines.searchers import _bayesopt
+
+    searcher, points, _, _ = _asha_run(0, dims=3, n=12)
+    searcher._n_init = 0
+    seen = {}
+    original = _bayesopt._LogEI.suggest
+
+    def spy(self, gp, target_space, **kwargs):
+        seen["gp"], seen["space"], seen["fit_gp"] = gp, target_space, kwargs["fit_gp"]
+        return original(self, gp, target_space, **kwargs)
+
+    monkeypatch.setattr(_bayesopt._LogEI, "suggest", spy)
+    config = searcher.suggest("next")
+    assert set(config) == {"x0", "x1", "x2"}
+    model = seen["gp"]
+    assert seen["fit_gp"] is False and model.X_train_.shape[1] == 3
+    x = np.random.default_rng(0).random((5, 3))
+    mean, std = model.predict(x, return_std=True)
+    joint_mean, joint_std = model.gp.predict(np.hstack([x, np.ones((5, 1))]), return_std=True)
+    np.testing.assert_allclose(mean, joint_mean)
+    np.testing.assert_allclose(std, joint_std)
+    assert not np.allclose(mean, model.gp.predict(np.hstack([x, np.zeros((5, 1))])))
+    # One row per config tried (12), at its predicted full-budget mean.
+    assert len(seen["space"].params) == 12
+    np.testing.assert_allclose(seen["space"].target, model.predict(seen["space"].params))
+
+
+def test_without_cut_trials_the_model_is_the_fifo_one():
+    """ASHA configured but nothing cut yet (or FIFO): final scores only, no fidelity column."""
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    searcher = BayesOptSearcher(space, metric="score", mode="min", seed=0, n_init=3,
+                                max_fidelity=9)
+    for i in range(5):
+        config = searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"training_iteration": 9,
+                                             "score": (config["x"] - 0.3) ** 2 + config["y"]})
+    points, scores, levels = searcher._training_set()
+    assert levels is None and len(points) == 5
+    assert searcher._full_budget_model() is None
 
 
 # --- the GP fit and the acquisition search -----------------------------------------------------

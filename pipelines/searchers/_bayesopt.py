@@ -20,6 +20,13 @@ from the journal (``resume``) continues where the first one was.
 Trials still running are registered at the model's own prediction for them (the kriging
 believer; measured against the constant liar in benchmarks/search_quality.py with 4 trials in
 flight), so parallel suggestions spread out instead of piling onto one point.
+
+Under ASHA (once a trial has been cut) the GP is one model over (config, fidelity): every score
+a trial reported, at its level (epoch, rung) as an extra column, and the acquisition asks it about
+the full budget only (``_joint_suggestion``). BOHB's recipe, a GP on the highest rung with more
+trials than parameters, modeled epoch-1 scores for most of a fine-tuning run (15 params: 16
+trials at a rung), and those rank configs poorly (README, "Search quality on the fine-tuning
+task"). Without cut trials the model is the one above, unchanged.
 """
 
 from __future__ import annotations
@@ -414,29 +421,26 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         Returns the chosen point of the unit box (already snapped to a valid config).
         """
         sign = 1.0 if self._mode == "max" else -1.0  # bayes_opt maximizes
-        observed, scores = self._training_set()
+        observed, scores, levels = self._training_set()
+        if levels is not None:
+            return self._joint_suggestion(observed, [sign * s for s in scores], levels)
         targets = [sign * s for s in scores]
-        seed = int(np.random.SeedSequence([self._seed, self._n_suggested]).generate_state(1)[0])
+        seed = self._model_seed()
         pending = [u for _, u in self._pending.values()]
         if self._liar == "believer" and pending:
             # Kriging believer: each running trial is assumed to score what the model predicts.
             lies = list(self._believed(observed, targets, pending, seed))
         else:
-            lie = {"worst": min, "best": max, "mean": lambda t: float(np.mean(t)),
-                   "believer": min}[self._liar](targets)
-            lies = [lie] * len(pending)
+            lies = [self._constant_lie(targets)] * len(pending)
         points = observed + pending
         values = targets + lies
         values = list(_warp_targets(np.array(targets), np.array(values)))
         # Repeats of one point (common with discrete params) become one observation with the
         # mean target: the GP's noise term then carries the spread, and bayes_opt prints a line
         # to stdout for every duplicate it is given.
-        merged: dict[tuple, tuple[np.ndarray, list[float]]] = {}
-        for u, value in zip(points, values, strict=True):
-            merged.setdefault(tuple(np.round(u, 12)), (u, []))[1].append(value)
+        merged = _merge_repeats(points, values)
         keys = [f"u{i:03d}" for i in range(self._box.n_dims)]
-        acq = (_UCB(kappa=2.576) if self._acquisition == "ucb" else _LogEI(xi=0.0))
-        acq.transform = self._box
+        acq = self._new_acquisition()
         # One BLAS thread: the matrices are small (observations x observations), and a
         # multi-threaded BLAS on a busy machine (trials running beside the driver) is many
         # times slower than one thread.
@@ -446,50 +450,147 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             # optimizer's own GP wraps every kernel call in a per-parameter transform, which
             # on an all-float box does nothing but costs a third of the time.
             space = TargetSpace(None, {k: (0.0, 1.0) for k in keys}, allow_duplicate_points=True)
-            for u, group in merged.values():
-                space.register(u, float(np.mean(group)))
+            for u, value in merged:
+                space.register(u, value)
             gp = _PriorGP(**gp_params(self._box.n_dims, seed, len(merged)))
             u = acq.suggest(gp=gp, target_space=space, fit_gp=True,
                             random_state=np.random.RandomState(seed % 2**32))
         return self._box.snap(np.asarray(u, dtype=float))
 
+    def _joint_suggestion(self, observed: list[np.ndarray], targets: list[float],
+                          levels: list[float]) -> np.ndarray:
+        """Under ASHA: one GP over (config, fidelity), its acquisition taken at the full budget.
+
+        Every (config, level, score) of every trial is a row, the fidelity an extra column
+        (``_fidelity_column``), so epoch-1 scores inform the model without standing in for
+        final ones: the fitted length scale along the fidelity says how far they carry. The
+        acquisition sees ``_AtFullBudget``, the joint model with the fidelity fixed at 1, over
+        the config box alone. Its incumbent (EI's ``y_max``, and the starts of the local search)
+        is the best predicted full-budget mean among the configs tried: most of them never
+        reach the full budget under ASHA, so the best real full-budget score would rest on the
+        few that did and would compare a noisy score with the model's smoothed means.
+        """
+        seed = self._model_seed()
+        rows = [np.append(u, f) for u, f in zip(observed, levels, strict=True)]
+        pending = [np.append(u, 1.0) for _, u in self._pending.values()]
+        if self._liar == "believer" and pending:
+            lies = list(self._believed(rows, targets, pending, seed))
+        else:
+            lies = [self._constant_lie(targets)] * len(pending)
+        values = list(_warp_targets(np.array(targets), np.array(targets + lies)))
+        merged = _merge_repeats(rows + pending, values)
+        configs = _merge_repeats([x[:-1] for x in rows + pending], [0.0] * len(values))
+        keys = [f"u{i:03d}" for i in range(self._box.n_dims)]
+        acq = self._new_acquisition()
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore")
+            model = self._fit_joint(merged, seed)
+            tried = np.array([u for u, _ in configs])
+            space = TargetSpace(None, {k: (0.0, 1.0) for k in keys}, allow_duplicate_points=True)
+            for u, mean in zip(tried, model.predict(tried), strict=True):
+                space.register(u, float(mean))
+            u = acq.suggest(gp=model, target_space=space, fit_gp=False,
+                            random_state=np.random.RandomState(seed % 2**32))
+        return self._box.snap(np.asarray(u, dtype=float))
+
+    def _fit_joint(self, merged: list[tuple[np.ndarray, float]], seed: int) -> _AtFullBudget:
+        gp = _PriorGP(**gp_params(self._box.n_dims + 1, seed, len(merged)))
+        gp.fit(np.array([x for x, _ in merged]), np.array([v for _, v in merged]))
+        return _AtFullBudget(gp)
+
+    def _full_budget_model(self) -> _AtFullBudget | None:
+        """The joint model of ``_joint_suggestion`` on the recorded scores alone (no pending
+        trials), as a model of the config at the full budget; None without cut trials."""
+        observed, scores, levels = self._training_set()
+        if levels is None:
+            return None
+        sign = 1.0 if self._mode == "max" else -1.0
+        targets = np.array([sign * s for s in scores])
+        rows = [np.append(u, f) for u, f in zip(observed, levels, strict=True)]
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore")
+            return self._fit_joint(_merge_repeats(rows, list(_warp_targets(targets, targets))),
+                                   self._model_seed())
+
+    def _model_seed(self) -> int:
+        return int(np.random.SeedSequence([self._seed, self._n_suggested]).generate_state(1)[0])
+
+    def _constant_lie(self, targets: list[float]) -> float:
+        return {"worst": min, "best": max, "mean": lambda t: float(np.mean(t)),
+                "believer": min}[self._liar](targets)
+
+    def _new_acquisition(self) -> _MixedSpaceSearch:
+        acq = (_UCB(kappa=2.576) if self._acquisition == "ucb" else _LogEI(xi=0.0))
+        acq.transform = self._box
+        return acq
+
     def _believed(self, points, targets, pending, seed) -> np.ndarray:
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")
-            gp = _PriorGP(**gp_params(self._box.n_dims, seed, len(points)))
+            gp = _PriorGP(**gp_params(len(points[0]), seed, len(points)))
             gp.fit(np.array(points), np.array(targets))
             return gp.predict(np.array(pending))
 
-    def _training_set(self) -> tuple[list[np.ndarray], list[float]]:
-        """Points and scores the model is fitted on: the BOHB recipe.
+    def _fidelity_column(self, level: float) -> float:
+        """A fidelity level (epoch, rung) as the joint model's extra column: log(level) over
+        log(full budget), clipped to [0, 1]. Log scale: ASHA's rungs are geometric (1, 3, 9),
+        and learning curves move most in their first epochs."""
+        if self._max_fidelity is None or self._max_fidelity <= 1:
+            return 1.0
+        return float(np.clip(np.log(max(level, 1.0)) / np.log(self._max_fidelity), 0.0, 1.0))
 
-        Without trials cut early (FIFO), every final score. Otherwise the highest fidelity
-        level that has enough observations: each trial's score at that level, or its final score
-        when it ended (finished, or stopped itself) below it. A cut trial's score counts only at
-        the levels it reached, never as a final one.
+    def _training_set(self) -> tuple[list[np.ndarray], list[float], list[float] | None]:
+        """Points, scores and fidelity columns the model is fitted on.
+
+        Without trials cut early (FIFO, or ASHA before its first cut), every final score and no
+        fidelity column (None). Otherwise every score each trial recorded, at its level: a cut
+        trial's at the levels it reached (never as a final one), a finished trial's at its
+        levels with its final (selected) score at the full budget, also when it stopped itself
+        (patience) below it; a warm-start row at the full budget.
         """
         if not self._cut:
-            return [u for _, u, _ in self._observations], [s for _, _, s in self._observations]
-        need = max(MIN_OBSERVATIONS_FOR_MODEL, len(self._box.blocks) + 1)
-        levels = sorted({lvl for h in self._final_histories for lvl in h}
-                        | {lvl for _, _, h in self._cut for lvl in h}, reverse=True)
-        for level in levels:
-            points, scores = [], []
-            for (_, u, final), history in zip(self._observations, self._final_histories,
-                                               strict=True):
-                if level in history:
+            return ([u for _, u, _ in self._observations], [s for _, _, s in self._observations],
+                    None)
+        points, scores, levels = [], [], []
+        for (_, u, final), history in zip(self._observations, self._final_histories, strict=True):
+            last = max(history, default=None)
+            for level, score in history.items():
+                if level != last:
                     points.append(u)
-                    scores.append(history[level])
-                elif not history or max(history) < level:
-                    points.append(u)
-                    scores.append(final)
-            for _, u, history in self._cut:
-                if level in history:
-                    points.append(u)
-                    scores.append(history[level])
-            if len(points) >= need:
-                return points, scores
-        return [u for _, u, _ in self._observations], [s for _, _, s in self._observations]
+                    scores.append(score)
+                    levels.append(self._fidelity_column(level))
+            points.append(u)
+            scores.append(final)
+            levels.append(1.0)
+        for _, u, history in self._cut:
+            for level, score in history.items():
+                points.append(u)
+                scores.append(score)
+                levels.append(self._fidelity_column(level))
+        return points, scores, levels
+
+
+def _merge_repeats(points: Sequence[np.ndarray], values: Sequence[float]
+                   ) -> list[tuple[np.ndarray, float]]:
+    """Repeats of one point as one row with their mean value."""
+    merged: dict[tuple, tuple[np.ndarray, list[float]]] = {}
+    for u, value in zip(points, values, strict=True):
+        merged.setdefault(tuple(np.round(u, 12)), (np.asarray(u, dtype=float), []))[1].append(value)
+    return [(u, float(np.mean(group))) for u, group in merged.values()]
+
+
+class _AtFullBudget:
+    """The joint (config, fidelity) GP seen as a model of the config alone at the full budget:
+    what the acquisition and its maximizer get (bayes_opt reads ``X_train_`` for the width of
+    a point and calls ``predict``)."""
+
+    def __init__(self, gp: GaussianProcessRegressor):
+        self.gp = gp
+        self.X_train_ = gp.X_train_[:, :-1]
+
+    def predict(self, X: np.ndarray, return_std: bool = False):
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        return self.gp.predict(np.hstack([X, np.ones((len(X), 1))]), return_std=return_std)
 
 
 def gp_params(n_dims: int, seed: int, n_points: int = 0) -> dict[str, Any]:
