@@ -6,13 +6,19 @@ plus the scheduling gap before the next trial. Trials run one at a time, so noth
 
     python benchmarks/finetune_overhead.py            # 3 trials at N=1, 2 trials at N=2
     python benchmarks/finetune_overhead.py --trials 5 --epochs 2
+    python benchmarks/finetune_overhead.py --ddp-only --ddp-trials 5   # N=2 and its phases
 
-Prints one table and the ratio of each overhead to its target (N=1: 3 s; N=2: 20 s).
+Prints one table and the ratio of each overhead to its target (N=1: 3 s; N=2: 10 s), then
+where an N=2 trial's time goes: each phase's median over the trials, stamped by ``PhaseStamps``,
+a Ray Train callback this script installs through ``RAY_TRAIN_CALLBACKS`` (no project code
+changes for it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import statistics
 import sys
@@ -22,7 +28,85 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-TARGET_SECONDS = {1: 3.0, 2: 20.0}
+TARGET_SECONDS = {1: 3.0, 2: 10.0}
+PHASES_FILE_ENV = "FINETUNE_OVERHEAD_PHASES_FILE"
+
+try:  # Ray Train's callback bases, for the phase stamps (absent without ray[train])
+    from ray.train.v2._internal.execution.callback import (
+        ControllerCallback,
+        TrainContextCallback,
+        WorkerCallback,
+        WorkerGroupCallback,
+    )
+except ImportError:  # pragma: no cover
+    ControllerCallback = TrainContextCallback = WorkerCallback = WorkerGroupCallback = object
+
+
+def _train_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("RAY_TRAIN_")}
+
+
+class PhaseStamps(ControllerCallback, WorkerGroupCallback, WorkerCallback, TrainContextCallback):
+    """Wall-clock stamps of a Ray Train run's phases, appended as JSON lines to one file.
+
+    Built in the trial's process when ``TorchTrainer.fit`` starts (Train reads
+    ``RAY_TRAIN_CALLBACKS``), then pickled to the controller and the workers, which stamp
+    their own hooks. ``time.time()`` so stamps from different processes compare.
+    """
+
+    def __init__(self):
+        import ray
+
+        self.path = os.environ[PHASES_FILE_ENV]
+        self.trial = ray.tune.get_context().get_trial_id()
+        self._stamp("fit")
+
+    def _stamp(self, name, **extra):
+        line = json.dumps({"trial": self.trial, "name": name, "t": time.time(), **extra})
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+    @staticmethod
+    def _process_start() -> float:
+        """When this process started (Linux: /proc), as a time.time() value."""
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+    # controller
+    def after_controller_start(self, train_run_context):
+        self._stamp("controller_process", t=self._process_start())
+        self._stamp("controller_up", env=_train_env(), cpu=time.process_time())
+
+    def before_worker_group_start(self, worker_group_context):
+        self._stamp("group_start")
+
+    def after_worker_group_start(self, worker_group):
+        self._stamp("workers_up")
+
+    def after_worker_group_training_start(self, worker_group):
+        self._stamp("training_launched")
+
+    # each worker
+    @contextlib.contextmanager
+    def on_report(self):
+        self._stamp("report")  # the worker's own time, not when the controller polls it
+        yield
+
+    def before_worker_group_shutdown(self, worker_group):
+        self._stamp("shutdown_begin")
+
+    def after_worker_group_shutdown(self, worker_group_context):
+        self._stamp("shutdown_end")
+
+    def after_controller_finish(self, result):
+        self._stamp("controller_finish")
+
+    def after_init_train_context(self):
+        self._stamp("worker_process", t=self._process_start())
+        self._stamp("worker_context", env=_train_env(), cpu=time.process_time())
 
 
 def run_study(workers: int, trials: int, epochs: int, reuse_actors: bool, storage: str):
@@ -41,10 +125,10 @@ def run_study(workers: int, trials: int, epochs: int, reuse_actors: bool, storag
 
     class Stamps(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
-            stamps.setdefault(trial.trial_id, {})["start"] = time.perf_counter()
+            stamps.setdefault(trial.trial_id, {})["start"] = time.time()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            stamps.setdefault(trial.trial_id, {})["end"] = time.perf_counter()
+            stamps.setdefault(trial.trial_id, {})["end"] = time.time()
 
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
@@ -61,9 +145,9 @@ def run_study(workers: int, trials: int, epochs: int, reuse_actors: bool, storag
             verbose=0,
         ),
     )
-    began = time.perf_counter()
+    began = time.time()
     grid = tuner.fit()
-    wall = time.perf_counter() - began
+    wall = time.time() - began
     if grid.errors:
         raise RuntimeError(f"N={workers}: {grid.errors[0]}")
 
@@ -74,6 +158,7 @@ def run_study(workers: int, trials: int, epochs: int, reuse_actors: bool, storag
         stamp = stamps[result.metrics["trial_id"]]
         rows.append(
             {
+                "trial": result.metrics["trial_id"],
                 "start": stamp["start"],
                 "end": stamp["end"],
                 "loop": loop,
@@ -95,7 +180,61 @@ def run_study(workers: int, trials: int, epochs: int, reuse_actors: bool, storag
         "first": in_trial[0],
         "per_trial": span / trials - loop_mean,  # includes the gaps between trials
         "fixed": wall - span,
+        "rows": rows,
     }
+
+
+# (label, from stamp, to stamp): consecutive spans of one N=2 trial, from Tune starting it to
+# Tune seeing it complete. "tune_start"/"tune_end" are the Tune callback's stamps; "loop_start"
+# and "loop_end" are derived from the reports (the last report's time minus the loop's own
+# epoch and setup seconds).
+DDP_PHASES = [
+    ("trial process start, imports, TorchTrainer built", "tune_start", "fit"),
+    ("controller actor start", "fit", "controller_up"),
+    ("controller: first loop step to worker group start", "controller_up", "group_start"),
+    ("placement group + worker processes + train context", "group_start", "workers_up"),
+    ("backend setup (gloo process group), launch train fn", "workers_up", "training_launched"),
+    ("train fn start to train_loop start", "training_launched", "loop_start"),
+    ("train_loop (data, model, epochs): not overhead", "loop_start", "loop_end"),
+    ("last report to worker group shutdown (poll)", "loop_end", "shutdown_begin"),
+    ("worker group shutdown", "shutdown_begin", "shutdown_end"),
+    ("controller finish", "shutdown_end", "controller_finish"),
+    ("fit returns, Tune sees the trial complete", "controller_finish", "tune_end"),
+]
+
+
+def ddp_phases(path: str, rows: list[dict]) -> list[dict[str, float]]:
+    """Per trial, the seconds of each DDP_PHASES span (and the worker process start lag)."""
+    by_trial: dict[str, dict[str, list[float]]] = {}
+    with open(path) as f:
+        for line in f:
+            stamp = json.loads(line)
+            by_trial.setdefault(stamp["trial"], {}).setdefault(stamp["name"], []).append(
+                stamp["t"]
+            )
+    out = []
+    for row in rows:
+        seen = by_trial.get(row["trial"])
+        if not seen:
+            continue
+        first = {name: min(ts) for name, ts in seen.items()}
+        last = {name: max(ts) for name, ts in seen.items()}
+        marks = dict(first)
+        marks.update(tune_start=row["start"], tune_end=row["end"])
+        marks["loop_end"] = last["report"]
+        marks["loop_start"] = last["report"] - row["loop"]
+        phases = {label: marks[b] - marks[a] for label, a, b in DDP_PHASES}
+        phases["(of which: controller process spawned after fit)"] = (
+            marks["controller_process"] - marks["fit"]
+        )
+        phases["(of which: last worker process spawned after group start)"] = (
+            max(seen["worker_process"]) - marks["group_start"]
+        )
+        phases["(of which: last worker context after group start)"] = (
+            max(seen["worker_context"]) - marks["group_start"]
+        )
+        out.append(phases)
+    return out
 
 
 def main(argv=None) -> int:
@@ -105,10 +244,24 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--cpus", type=int, default=2, help="logical CPUs for ray.init")
     parser.add_argument("--no-reuse", action="store_true", help="skip the reuse_actors=True row")
+    parser.add_argument("--ddp-only", action="store_true", help="only the N=2 row and its phases")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in every Ray process (e.g. a RAY_TRAIN_* setting to compare)")
+    parser.add_argument("--reuse-ddp", action="store_true", help="N=2 trials with reuse_actors")
     args = parser.parse_args(argv)
+    for item in args.env:
+        name, _, value = item.partition("=")
+        os.environ[name] = value
 
     # The legacy reporter at verbose=0 prints nothing, so stdout holds just the table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Stamp the N=2 trials' phases: every Ray process inherits this environment on a local
+    # cluster, and the trial's process builds the callback from RAY_TRAIN_CALLBACKS.
+    phases_file = tempfile.NamedTemporaryFile(prefix="finetune-phases-", suffix=".jsonl",
+                                              delete=False)
+    phases_file.close()
+    os.environ[PHASES_FILE_ENV] = phases_file.name
+    os.environ["RAY_TRAIN_CALLBACKS"] = f"{Path(__file__).stem}.PhaseStamps"
     import ray
 
     began = time.perf_counter()
@@ -118,10 +271,11 @@ def main(argv=None) -> int:
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="finetune-overhead-") as storage:
-            rows.append(run_study(1, args.trials, args.epochs, False, storage))
-            if not args.no_reuse:
+            if not args.ddp_only:
+                rows.append(run_study(1, args.trials, args.epochs, False, storage))
+            if not (args.no_reuse or args.ddp_only):
                 rows.append(run_study(1, args.trials, args.epochs, True, storage))
-            rows.append(run_study(2, args.ddp_trials, args.epochs, False, storage))
+            rows.append(run_study(2, args.ddp_trials, args.epochs, args.reuse_ddp, storage))
     finally:
         ray.shutdown()
 
@@ -144,11 +298,31 @@ def main(argv=None) -> int:
             f"{r['first']:>8.2f} {r['per_trial']:>10.2f} {r['fixed']:>11.2f} {target:>6.1f} "
             f"{r['per_trial'] / target:>6.2f}"
         )
-    base = next(r for r in rows if r["workers"] == 1 and not r["reuse"])
     ddp = next(r for r in rows if r["workers"] == 2)
-    print(
-        f"\nratio N=2 / N=1 overhead per trial: {ddp['per_trial'] / max(base['per_trial'], 1e-9):.1f}x"
-    )
+    base = next((r for r in rows if r["workers"] == 1 and not r["reuse"]), None)
+    if base is not None:
+        print(f"\nratio N=2 / N=1 overhead per trial: "
+              f"{ddp['per_trial'] / max(base['per_trial'], 1e-9):.1f}x")
+    phases = ddp_phases(phases_file.name, ddp["rows"])
+    if phases:
+        print(f"\nN=2 trial phases, median of {len(phases)} trials (s):")
+        for label in phases[0]:
+            values = [p[label] for p in phases]
+            print(f"  {statistics.median(values):6.2f}  {label}  "
+                  f"[{' '.join(f'{v:.2f}' for v in values)}]")
+        env, cpu = {}, {"controller_up": [], "worker_context": []}
+        with open(phases_file.name) as f:
+            for line in f:
+                stamp = json.loads(line)
+                env.update(stamp.get("env") or {})
+                if "cpu" in stamp:
+                    cpu[stamp["name"]].append(stamp["cpu"])
+        print(f"RAY_TRAIN_* seen by the controller and workers: {env}")
+        print(f"CPU seconds a process had used when up (median): controller "
+              f"{statistics.median(cpu['controller_up']):.2f}, worker "
+              f"{statistics.median(cpu['worker_context']):.2f}")
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    os.unlink(phases_file.name)
     return 0
 
 

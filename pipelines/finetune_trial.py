@@ -40,7 +40,9 @@ from trainables.session import Session, local_checkpoint_dir
 
 __all__ = [
     "TRAIN_RUN_NAME",
+    "TRAIN_SETTINGS",
     "TuneSession",
+    "apply_train_settings",
     "checkpoint_of",
     "checkpoint_path_of",
     "evaluate_checkpoint",
@@ -55,7 +57,25 @@ TRAIN_RUN_NAME = "train"
 # What the idle Train driver of a multi-worker trial reserves: memory for a process that has
 # imported torch, and no CPU (Tune refuses an all-zero request, so memory it is).
 _DRIVER_RESOURCES = {"cpu": 0, "gpu": 0, "memory": 512 * 1024**2}
-_HEALTH_CHECK_INTERVAL_S = "0.5"
+# Ray Train V2 settings for a multi-worker trial, which starts (and tears down) a whole Train run
+# per trial: they cut what it costs beyond training (README, "Per-trial overhead"). Set in the
+# trial's process with setdefault, so a value the user exported wins. Train copies the
+# RAY_TRAIN_* names it lists in ENV_VARS_TO_PROPAGATE into the runtime_env of its controller and,
+# from there, of its workers, which is where they are read; RAY_TRAIN_METRICS_ENABLED is read
+# by the trial's process itself. Names and defaults: ray/train/v2/_internal/constants.py; none of
+# the three is in Ray's API reference (internal knobs: re-check them on a Ray upgrade, which
+# tests/test_finetune_train_settings.py does).
+TRAIN_SETTINGS = {
+    # The controller polls its workers this often (default 2 s), so it notices a started or a
+    # finished worker group up to that late, and a report waits for the next poll.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # One more actor per trial (a process that imports ray.train, ~2 CPU-s) to watch node
+    # draining on preemptible clusters; trials restart from their checkpoint anyway.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # Train's Prometheus metrics (controller and per-worker gauges) for the Grafana dashboard,
+    # which the pipeline does not use; trials report their own timings.
+    "RAY_TRAIN_METRICS_ENABLED": "0",
+}
 
 
 class TuneSession(Session):
@@ -179,10 +199,7 @@ def make_trial(
         from ray.train.torch import TorchConfig, TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        # Train V2's controller polls its workers at this interval (default 2 s) and so notices
-        # a started or finished worker group up to that late; trials are short, so poll often.
-        # It reaches the controller and workers through Train's env propagation.
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", _HEALTH_CHECK_INTERVAL_S)
+        apply_train_settings()
         config = dict(config)
         resume_from = ray.tune.get_checkpoint() or _as_checkpoint(config.pop(RESUME_KEY, None))
         storage_path, filesystem = _trial_storage()
@@ -217,6 +234,15 @@ def make_trial(
         trainer.fit()
 
     return finetune_ddp, dict(_DRIVER_RESOURCES)
+
+
+def apply_train_settings(environ=None) -> dict[str, str]:
+    """Put ``TRAIN_SETTINGS`` into the trial's environment where not set already.
+
+    Returns the values in force (the user's where exported).
+    """
+    environ = os.environ if environ is None else environ
+    return {name: environ.setdefault(name, value) for name, value in TRAIN_SETTINGS.items()}
 
 
 def _as_checkpoint(path: str | None):
