@@ -1,24 +1,66 @@
 """End to end on a real local Ray: python -m pipelines.svm, then pandas reads the results."""
 
 import json
+import os
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import run_module
+from tests.helpers import REPO, run_module
 from trainables.svm import cv_score, load_data, refit_and_test
 
 pytestmark = pytest.mark.ray
 
 
+# A sitecustomize that writes the driver's sys.modules at exit (the last atexit hook to run), to
+# check what a run imported. Ray's worker processes inherit the environment; only the driver,
+# whose argv[0] is pipelines/svm.py, writes.
+_RECORD_MODULES = """
+import atexit, os, sys
+
+def _record():
+    if sys.argv and sys.argv[0].endswith(os.path.join("pipelines", "svm.py")):
+        with open(os.environ["RECORD_MODULES_TO"], "w") as f:
+            f.write("\\n".join(sorted(sys.modules)))
+
+atexit.register(_record)
+"""
+
+
 @pytest.fixture(scope="module")
 def random_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
+    hook = tmp_path_factory.mktemp("hook")
+    (hook / "sitecustomize.py").write_text(_RECORD_MODULES)
+    env = {"PYTHONPATH": os.pathsep.join([REPO, str(hook)]),
+           "RECORD_MODULES_TO": str(out / "modules.txt")}
     proc = run_module("pipelines.svm", "--algo", "random", "--num-samples", "6", "--seed", "3",
-                      "--output", str(out), "--name", "rand", "--num-cpus", "2")
+                      "--output", str(out), "--name", "rand", "--num-cpus", "2", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out / "rand", proc
+
+
+def test_the_svm_pipeline_never_imports_torch(random_run):
+    exp, _ = random_run
+    modules = set((exp.parent / "modules.txt").read_text().split())
+    assert "ray.tune" in modules and "sklearn" in modules  # the record is of a real run
+    assert not {m for m in modules if m == "torch" or m.startswith("torch.")}
+    assert "torchvision" not in modules
+
+
+def test_phases_of_the_run_are_recorded(random_run):
+    exp, _ = random_run
+    info = json.loads((exp / "experiment.json").read_text())
+    phases = info["phases_s"]
+    for key in ("prepare", "ray_start", "wait_for_load", "tuner_build", "first_trial_start",
+                "tune", "evaluation", "shutdown"):
+        assert phases[key] >= 0, key
+    # The phases in sequence add up to no more than the run; the others are parts of them.
+    in_turn = ("prepare", "ray_start", "wait_for_load", "tuner_build", "tune", "evaluation")
+    assert sum(phases[k] for k in in_turn) <= info["wall_time_s"] + 1e-3
+    assert phases["first_trial_start"] <= phases["tune"]
+    assert (exp / "report.html").exists()  # written while Ray shut down beside it
 
 
 def test_parquet_round_trip(random_run):
