@@ -78,7 +78,8 @@ class PhaseStamps(ControllerCallback, WorkerGroupCallback, WorkerCallback, Train
     # controller
     def after_controller_start(self, train_run_context):
         self._stamp("controller_process", t=self._process_start())
-        self._stamp("controller_up", env=_train_env(), cpu=time.process_time())
+        self._stamp("controller_up", env=_train_env(), cpu=time.process_time(),
+                    torch="torch" in sys.modules)
 
     def before_worker_group_start(self, worker_group_context):
         self._stamp("group_start")
@@ -310,17 +311,20 @@ def main(argv=None) -> int:
             values = [p[label] for p in phases]
             print(f"  {statistics.median(values):6.2f}  {label}  "
                   f"[{' '.join(f'{v:.2f}' for v in values)}]")
-        env, cpu = {}, {"controller_up": [], "worker_context": []}
+        env, cpu, torch_seen = {}, {"controller_up": [], "worker_context": []}, set()
         with open(phases_file.name) as f:
             for line in f:
                 stamp = json.loads(line)
                 env.update(stamp.get("env") or {})
                 if "cpu" in stamp:
                     cpu[stamp["name"]].append(stamp["cpu"])
+                if "torch" in stamp:
+                    torch_seen.add(stamp["torch"])
         print(f"RAY_TRAIN_* seen by the controller and workers: {env}")
         print(f"CPU seconds a process had used when up (median): controller "
               f"{statistics.median(cpu['controller_up']):.2f}, worker "
-              f"{statistics.median(cpu['worker_context']):.2f}")
+              f"{statistics.median(cpu['worker_context']):.2f}; torch imported in the "
+              f"controller: {sorted(torch_seen)}")
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     os.unlink(phases_file.name)
     return 0

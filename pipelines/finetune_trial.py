@@ -34,6 +34,7 @@ from trainables.finetune import (
     train_loop,
     train_worker,
 )
+from trainables.gloo_backend import GlooConfig
 from trainables.image_data import DatasetSpec, load_dataset
 from trainables.image_models import ModelSpec, build_model
 from trainables.session import Session, local_checkpoint_dir
@@ -217,7 +218,8 @@ def make_trial(
                 "num_threads": _threads(cpus_per_worker),
                 "precision": precision,
             },
-            torch_config=TorchConfig(backend="nccl" if gpus_per_worker else "gloo"),
+            # CPU: the same gloo group, with torch kept out of the controller's process.
+            torch_config=TorchConfig(backend="nccl") if gpus_per_worker else GlooConfig(),
             scaling_config=ray.train.ScalingConfig(
                 num_workers=workers,
                 use_gpu=gpus_per_worker > 0,

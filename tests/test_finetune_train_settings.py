@@ -53,3 +53,21 @@ def test_metrics_callbacks_are_off_in_the_trial(monkeypatch):
 def test_a_value_the_user_exported_wins(monkeypatch):
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")
     assert apply_train_settings()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
+
+
+def test_the_cpu_backend_keeps_torch_out_of_the_controller():
+    """What Train's controller unpickles for a CPU trial's backend imports no torch."""
+    import pickle
+    import subprocess
+    import sys
+
+    from trainables.gloo_backend import GlooConfig
+
+    payload = pickle.dumps(GlooConfig())
+    code = (
+        "import pickle, sys; config = pickle.loads(sys.stdin.buffer.read()); "
+        "config.backend_cls; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True,
+                         check=True)
+    assert out.stdout.strip() == b"False"
