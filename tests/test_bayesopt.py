@@ -578,6 +578,19 @@ def test_under_asha_the_acquisition_sees_the_model_at_the_full_budget(monkeypatc
     np.testing.assert_allclose(seen["space"].target, model.predict(seen["space"].params))
 
 
+def test_save_restore_under_asha_continues_with_the_same_joint_model(tmp_path):
+    original, _, _, _ = _asha_run(1, dims=3, n=12)
+    original._n_init = 0
+    original.suggest("running")
+    path = tmp_path / "searcher.pkl"
+    original.save(str(path))
+    space = Space({f"x{i}": Float(0.0, 1.0) for i in range(3)}, name="curves")
+    restored = BayesOptSearcher(space, seed=99, max_fidelity=9)
+    restored.restore(str(path))
+    assert len(restored._cut) == len(original._cut) == 11
+    assert restored.suggest("next") == original.suggest("next")
+
+
 def test_without_cut_trials_the_model_is_the_fifo_one():
     """ASHA configured but nothing cut yet (or FIFO): final scores only, no fidelity column."""
     space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
