@@ -33,7 +33,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from pipelines import analysis
+from pipelines import analysis, cli
 from pipelines.analysis import AnalysisError, Experiment
 from pipelines.storage import Storage, StorageError
 
@@ -602,4 +602,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(main())
