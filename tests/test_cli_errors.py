@@ -64,3 +64,30 @@ def test_existing_experiment_is_not_overwritten(tmp_path):
     assert proc.returncode == 2
     assert "experiment 'exp1' already exists" in proc.stderr
     assert list((tmp_path / "out" / "exp1").iterdir()) == []
+
+
+def test_exit_process_keeps_what_a_normal_exit_does(tmp_path):
+    """The pipelines' fast exit still waits for threads, runs atexit hooks, flushes output,
+    and passes the exit code on."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    marker = tmp_path / "atexit.txt"
+    script = (
+        "import atexit, threading, time, sys\n"
+        "from pipelines import cli\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'a').write('hook;'))\n"
+        "def late():\n"
+        "    time.sleep(0.3)\n"
+        f"    open({str(marker)!r}, 'a').write('thread;')\n"
+        "threading.Thread(target=late).start()\n"
+        "print('x' * 100000)\n"  # more than one pipe buffer, still in Python's buffer
+        "cli.exit_process(3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 3
+    assert proc.stdout == "x" * 100000 + "\n"
+    assert marker.read_text() == "thread;hook;"
