@@ -4,9 +4,8 @@
 worker nodes of one CPU each, every one its own raylet, on this machine, with token
 authentication on. The project's own runner (``pipelines.runner.run``: ListedSearcher, Tuner,
 ResultsCallback, ResultsWriter) joins it with ``--address`` and runs trivial trials, so what is
-measured is scheduling and the driver's per-trial cost, not training. Then the Parquet
-rewrite the driver repeats at most every 2 s is timed at 1,000 and 10,000 trials, and at
-1,000 trials of 20 epochs each.
+measured is scheduling and the driver's per-trial cost, not training. (The Parquet
+writing at scale has its own benchmark: benchmarks/parquet_scale.py.)
 
 Prints one table per part. The ratio to read: trials per second the driver completes, and its
 CPU milliseconds per trial (driver CPU / trials).
@@ -35,8 +34,7 @@ import time
 import pyarrow as pa
 from _common import print_table
 
-from pipelines.results import MetricColumns, ResultsWriter
-from search_spaces.space import Float, Space
+from pipelines.results import MetricColumns
 
 # Ray is imported only after main() has set up token authentication: Ray reads RAY_AUTH_MODE
 # once per process, and pipelines.runner imports Ray.
@@ -148,36 +146,6 @@ def run_on_cluster(nodes: int, spread_trials: int, trial_seconds: float, overhea
     return boot_s, phases
 
 
-def time_parquet_flush(trials: int, epochs: int, workdir: str) -> dict:
-    """The rewrite ResultsWriter does at most every 2 s, at ``trials`` finished trials of
-    ``epochs`` reports each (epochs.parquet holds trials x epochs rows)."""
-    from pipelines.journal import end_event, report_event, start_event
-    from pipelines.storage import Storage
-
-    space = Space(lr=Float(1e-5, 1e-1, log=True), wd=Float(1e-6, 1e-1, log=True),
-                  dropout=Float(0.0, 0.5))
-    name = f"flush{trials}x{epochs}"
-    writer = ResultsWriter(Storage(workdir), name, space, METRICS,
-                           {"algorithm": "random", "scheduler": "fifo", "seed": 0},
-                           metadata={}, flush_every_s=1e9)
-    # The rows come straight into the journal's view (no fsync per event): only the rewrite
-    # of the Parquet files is timed.
-    for i, config in enumerate(space.sample(trials, seed=0)):
-        trial_id = f"t{i:06d}"
-        writer.log.apply(start_event(trial_id, i, config))
-        for step in range(1, epochs + 1):
-            writer.log.apply(report_event(trial_id, step, {
-                "score": 0.5, "step": step, "node_id": "n" * 56, "hostname": "ip-10-0-0-1"}))
-        writer.log.apply(end_event(trial_id, "finished"))
-    writer._dirty = True
-    started = time.perf_counter()
-    writer.flush()
-    seconds = time.perf_counter() - started
-    size = sum(os.path.getsize(os.path.join(workdir, name, f))
-               for f in ("trials.parquet", "epochs.parquet"))
-    return {"trials": trials, "epochs": epochs, "flush_s": seconds, "kib": size / 1024}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=8, help="one-CPU worker nodes (default: 8)")
@@ -208,12 +176,6 @@ def main(argv=None) -> int:
         print_table(["trial_s", "trials", "finished", "node_ids", "per_node", "tune_s",
                      "ideal_s", "trials/s", "driver_cpu_s", "cpu_ms/trial", "driver_core",
                      "tune_state_KiB"], rows)
-        print("\nParquet rewrite of trials.parquet + epochs.parquet (ResultsWriter.flush, local disk)")
-        time_parquet_flush(10, 1, workdir)  # warm-up: first-use imports and allocations
-        print_table(["trials", "epochs_each", "flush_s", "parquet_KiB"],
-                    [[f["trials"], f["epochs"], f["flush_s"], f["kib"]]
-                     for f in (time_parquet_flush(n, e, workdir)
-                               for n, e in ((1000, 1), (10000, 1), (1000, 20)))])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
