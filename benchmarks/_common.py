@@ -6,8 +6,16 @@ which is what a Tune run with ``max_concurrent_trials=1`` does, minus the cluste
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,3 +62,82 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
     for row in cells:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_ray(cpus: int, base_env: dict):
+    """A local head node (``ray start --head``, token auth on, its own ports and temp dir) for
+    the duration, as a user who runs ``ray start --head`` once; yields (address, env), the
+    environment a driver needs to join it.
+
+    Stops only what it started (never ``ray stop``, which stops every Ray on the machine): its
+    ``ray start --block`` process, then anything still running from its temp dir.
+    """
+    temp_dir = tempfile.mkdtemp(prefix="bsv", dir="/tmp")  # short: Ray's socket paths are capped
+    token = os.path.join(temp_dir, "auth_token")
+    with open(token, "w") as f:
+        f.write(secrets.token_hex(32))
+    env = {**base_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token,
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_ADDRESS", None)
+    address = f"127.0.0.1:{_free_port()}"
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    ports = [f"--{name}={_free_port()}" for name in (
+        "node-manager-port", "object-manager-port", "metrics-export-port",
+        "runtime-env-agent-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+        "ray-client-server-port")]
+    log = open(os.path.join(temp_dir, "head.log"), "w")
+    head = subprocess.Popen(
+        [ray_cli, "start", "--block", "--head", f"--port={address.split(':')[1]}",
+         "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--num-gpus=0",
+         "--include-dashboard=false", f"--temp-dir={temp_dir}", *ports],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+                 "print(ray.cluster_resources().get('CPU'))")
+        for _ in range(60):
+            if head.poll() is not None:
+                raise RuntimeError(f"ray start exited ({head.returncode}); see {log.name}")
+            if subprocess.run([sys.executable, "-c", probe, address], env=env,
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"the head at {address} did not come up in 60 s")
+        yield address, env
+    finally:
+        head.terminate()
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        for pid in _pids_mentioning(temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids

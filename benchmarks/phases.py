@@ -1,7 +1,8 @@
 """Where a short run's time goes: the phases of one ``python -m pipelines.<task>`` process.
 
 Runs the pipeline ``--repeats`` times as a user would (a new process each time, a fresh local
-Ray unless ``--address`` is given) and prints the median seconds of each phase:
+Ray, or with ``--ray running`` joining one head this script starts once, as a user who runs
+``ray start --head`` and then ``--address auto``) and prints the median seconds of each phase:
 
 - ``imports``: process launch to the start of ``runner.run`` (the interpreter, the pipeline's
   imports);
@@ -11,18 +12,21 @@ Ray unless ``--address`` is given) and prints the median seconds of each phase:
 - ``tuner_build``, ``first_trial_start`` (``Tuner.fit`` to the first trial's start);
 - ``tune``: all trials; ``per_trial_overhead``: the part of it no trial was running for,
   divided by the trial count (tune span x concurrency - the trials' own wall time) / trials;
-- ``evaluation``: the final test of the best config; ``shutdown``: ``ray.shutdown``;
+- ``evaluation``: the final test of the best config; ``shutdown``: the part of
+  ``ray.shutdown`` not hidden behind the final writes it runs beside;
 - ``after``: writing experiment.json's last state, the report, and the process exit.
 
 The phases come from the ``phases_s`` field each run writes to experiment.json; ``imports`` and
 ``after`` from the launch and exit times seen here.
 
-    python benchmarks/phases.py [--task svm] [--repeats 3] [--address auto] [-- extra flags]
+    python benchmarks/phases.py [--task svm] [--repeats 3] [--ray fresh|running|both]
+                                [--address auto] [-- extra flags]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -33,14 +37,16 @@ import time
 from datetime import datetime
 
 import pandas as pd
+from _common import running_ray
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER = ("imports", "prepare", "ray_start", "data_load", "wait_for_load", "tuner_build",
          "first_trial_start", "tune", "per_trial_overhead", "evaluation", "shutdown", "after")
 
 
-def one_run(task: str, extra: list[str], address: str | None, out: str, name: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=REPO)
+def one_run(task: str, extra: list[str], address: str | None, out: str, name: str,
+            env: dict | None = None) -> dict:
+    env = dict(env or os.environ, PYTHONPATH=REPO)
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", f"pipelines.{task}", "--output", out, "--name", name, *extra]
     if address:
@@ -57,7 +63,8 @@ def one_run(task: str, extra: list[str], address: str | None, out: str, name: st
     started = datetime.fromisoformat(info["started"]).timestamp()
     finished = datetime.fromisoformat(info["finished"]).timestamp()
     phases["imports"] = started - launched
-    phases["after"] = ended - finished
+    # experiment.json's "finished" is stamped before the shutdown is joined: leave it out here.
+    phases["after"] = ended - finished - phases.get("shutdown", 0.0)
     trials = pd.read_parquet(os.path.join(folder, "trials.parquet"))
     span = (pd.to_datetime(trials["end_time"]).max()
             - pd.to_datetime(trials["start_time"]).min()).total_seconds()
@@ -90,21 +97,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=("svm", "finetune"), default="svm")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--address", default=None, help="a running Ray (e.g. auto)")
+    parser.add_argument("--ray", default="fresh", choices=("fresh", "running", "both"),
+                        help="fresh: a new local Ray per run; running: one head this script "
+                             "starts (ray start --head) and every run joins; both: in turn")
     args = parser.parse_args(argv)
     extra = extra or ["--algo", "grid", "--no-report"]
     out = tempfile.mkdtemp(prefix="bench-phases-")
-    runs = []
-    for i in range(args.repeats):
-        runs.append(one_run(args.task, extra, args.address, out, f"run{i}"))
-        print(f"run {i + 1}/{args.repeats}: {runs[-1]['total']:.1f} s, "
-              f"{runs[-1]['trials']} trials", flush=True)
-    print(f"\npipelines.{args.task} {' '.join(extra)}"
-          f"{' --address ' + args.address if args.address else ' (fresh local Ray)'}; "
-          f"median of {args.repeats} runs, seconds:")
+    modes = ["fresh", "running"] if args.ray == "both" else [args.ray]
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+    with contextlib.ExitStack() as stack:
+        head = (stack.enter_context(running_ray(os.cpu_count() or 1, dict(os.environ)))
+                if "running" in modes else None)
+        for i in range(args.repeats):
+            for mode in modes:
+                address, env = head if mode == "running" else (args.address, None)
+                runs[mode].append(one_run(args.task, extra, address, out, f"{mode}{i}", env))
+                print(f"{mode} run {i + 1}/{args.repeats}: {runs[mode][-1]['total']:.1f} s, "
+                      f"{runs[mode][-1]['trials']} trials", flush=True)
+    print(f"\npipelines.{args.task} {' '.join(extra)}; median of {args.repeats} runs, seconds "
+          f"(load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
+    print(f"  {'phase':<20} " + " ".join(f"{m:>8}" for m in modes))
     for key in (*ORDER, "total"):
-        values = [r[key] for r in runs if key in r]
-        if values:
-            print(f"  {key:<20} {statistics.median(values):8.3f}")
+        cells = []
+        for mode in modes:
+            values = [r[key] for r in runs[mode] if key in r]
+            cells.append(f"{statistics.median(values):8.3f}" if values else f"{'-':>8}")
+        print(f"  {key:<20} " + " ".join(cells))
     return 0
 
 

@@ -27,15 +27,13 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 import pandas as pd
+from _common import running_ray
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,39 +74,6 @@ def run_sklearn(space: str) -> dict:
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_ray(cpus: int):
-    """A local head node (``ray start --head``) for the duration; yields (address, env)."""
-    temp_dir = tempfile.mkdtemp(prefix="bsv", dir="/tmp")  # short: Ray's socket paths are capped
-    token = os.path.join(temp_dir, "auth_token")
-    with open(token, "w") as f:
-        f.write(secrets.token_hex(32))
-    env = {**_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token,
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_AUTH_TOKEN", None)
-    address = f"127.0.0.1:{_free_port()}"
-    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
-    ports = [f"--{name}={_free_port()}" for name in (
-        "node-manager-port", "object-manager-port", "metrics-export-port",
-        "runtime-env-agent-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-        "ray-client-server-port")]
-    subprocess.run([ray_cli, "start", "--head", f"--port={address.split(':')[1]}",
-                    "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}", "--num-gpus=0",
-                    "--include-dashboard=false", f"--temp-dir={temp_dir}", *ports],
-                   env=env, check=True, capture_output=True, text=True)
-    try:
-        yield address, env
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
 def run_ours(space: str, out: str, name: str, report: bool = False, address: str | None = None,
              env: dict | None = None) -> dict:
     cmd = [sys.executable, "-m", "pipelines.svm", "--algo", "grid", "--space", space,
@@ -145,7 +110,7 @@ def main() -> None:
     out = tempfile.mkdtemp(prefix="bench-svm-")
     rows = []
     with contextlib.ExitStack() as stack:
-        head = stack.enter_context(running_ray(cores)) if "running" in modes else None
+        head = stack.enter_context(running_ray(cores, _env())) if "running" in modes else None
         for space in args.cases.split(","):
             for r in range(args.repeats):
                 for mode in modes:
