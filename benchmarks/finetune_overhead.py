@@ -55,7 +55,7 @@ class PhaseStamps(ControllerCallback, WorkerGroupCallback, WorkerCallback, Train
     """
 
     def __init__(self):
-        import ray
+        import ray.tune
 
         self.path = os.environ[PHASES_FILE_ENV]
         self.trial = ray.tune.get_context().get_trial_id()
