@@ -578,6 +578,26 @@ def test_under_asha_the_acquisition_sees_the_model_at_the_full_budget(monkeypatc
     np.testing.assert_allclose(seen["space"].target, model.predict(seen["space"].params))
 
 
+def test_under_asha_running_trials_are_believed_at_the_full_budget(monkeypatch):
+    searcher, _, _, _ = _asha_run(2, dims=3, n=12)
+    searcher._n_init = 0
+    running = searcher.suggest("running")
+    believed = {}
+    original = BayesOptSearcher._believed
+
+    def spy(self, points, targets, pending, seed):
+        believed["points"], believed["pending"] = np.array(points), np.array(pending)
+        return original(self, points, targets, pending, seed)
+
+    monkeypatch.setattr(BayesOptSearcher, "_believed", spy)
+    searcher.suggest("next")
+    # The lie is the joint model's prediction for the running config at f = 1 ...
+    np.testing.assert_allclose(believed["pending"],
+                               [[running["x0"], running["x1"], running["x2"], 1.0]])
+    # ... from a model fitted on every recorded (config, level) row.
+    assert believed["points"].shape == (len(searcher._training_set()[0]), 4)
+
+
 def test_save_restore_under_asha_continues_with_the_same_joint_model(tmp_path):
     original, _, _, _ = _asha_run(1, dims=3, n=12)
     original._n_init = 0
