@@ -168,8 +168,10 @@ TASK = Task(
     extra_info=_extra_info,
     checkpoint_config=_checkpoint_config,
     demand=_demand,
-    # One-process trials: a reused actor keeps torch imported and warm (~2 s a trial here).
-    reuse_actors=lambda args: args.workers_per_trial == 1,
+    # A reused trial actor keeps torch imported and warm: ~2 s a trial here for one-process
+    # trials, and 2.7 s for a DDP trial's driver process (benchmarks/finetune_overhead.py
+    # --reuse-ddp); each DDP trial still starts its own Train controller and workers.
+    reuse_actors=lambda args: True,
     time_attr="epoch",
 )
 

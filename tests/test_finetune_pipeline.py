@@ -37,16 +37,24 @@ def test_finetune_cli_writes_epochs_checkpoints_and_compares_with_svm(tmp_path):
 
 @pytest.mark.ray
 def test_ddp_trials_record_their_checkpoint_and_are_tested(tmp_path):
+    # Two trials one after the other: the second runs in the first one's reused trial actor,
+    # with a Train controller and workers of its own.
     proc = run_module("pipelines.finetune", "--workers-per-trial", "2", "--algo", "random",
-                      "--num-samples", "1", "--epochs", "2", "--seed", "0", "--no-baseline",
-                      "--output", str(tmp_path), "--name", "ddp", "--num-cpus", "2")
+                      "--num-samples", "2", "--epochs", "2", "--seed", "0", "--no-baseline",
+                      "--output", str(tmp_path), "--name", "ddp", "--num-cpus", "2",
+                      "--max-concurrent", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     exp = tmp_path / "ddp"
     trials = pd.read_parquet(exp / "trials.parquet")
-    assert trials["checkpoint"].notna().all() and trials["checkpoint"].iloc[0].startswith(str(exp))
+    assert len(trials) == 2 and (trials["status"] == "finished").all()
+    assert trials["checkpoint"].notna().all() and trials["checkpoint"].nunique() == 2
+    assert all(c.startswith(str(exp)) for c in trials["checkpoint"])
+    epochs = pd.read_parquet(exp / "epochs.parquet")
+    assert sorted(epochs.groupby("trial_id").size()) == [2, 2]
     info = json.loads((exp / "experiment.json").read_text())
     assert 0.0 < info["best"]["test_accuracy"] <= 1.0
-    assert info["best"]["epoch"] == trials["best_iteration"].iloc[0]
+    best = trials.set_index("trial_id").loc[info["best"]["trial_id"]]
+    assert info["best"]["epoch"] == best["best_iteration"]
     assert (exp / "best_model.pt").is_file()
 
 
