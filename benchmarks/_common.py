@@ -79,6 +79,8 @@ def running_ray(cpus: int, base_env: dict):
     Stops only what it started (never ``ray stop``, which stops every Ray on the machine): its
     ``ray start --block`` process, then anything still running from its temp dir.
     """
+    from tests.helpers import pids_mentioning
+
     temp_dir = tempfile.mkdtemp(prefix="bsv", dir="/tmp")  # short: Ray's socket paths are capped
     token = os.path.join(temp_dir, "auth_token")
     with open(token, "w") as f:
@@ -119,25 +121,10 @@ def running_ray(cpus: int, base_env: dict):
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
-        for pid in _pids_mentioning(temp_dir):
+        for pid in pids_mentioning(temp_dir):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line contains ``text`` (Linux /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    pids.append(int(entry))
-        except OSError:
-            continue
-    return pids

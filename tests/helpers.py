@@ -29,3 +29,18 @@ def tiny_svm_space(path, grid=(0.1, 1.0, 10.0)) -> str:
         f"SPACE = Space(kernel=Categorical(['linear']), C=LogFloat(0.01, 100, grid={list(grid)!r}))\n"
     )
     return str(path)
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids

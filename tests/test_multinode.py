@@ -22,7 +22,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, run_module, tiny_svm_space
+from tests.helpers import REPO, pids_mentioning, run_module, tiny_svm_space
 from tests.s3_server import free_port
 
 # The `ray` of the Python running the tests, whether or not its venv is activated.
@@ -115,8 +115,8 @@ class LocalRayCluster:
         (whose workers die with it)."""
         proc = self._procs[k]
         port = self.node_manager_ports[k]
-        for pid in _pids_mentioning(f"node_manager_port={port}") + \
-                _pids_mentioning(f"node-manager-port={port}"):
+        for pid in pids_mentioning(f"node_manager_port={port}") + \
+                pids_mentioning(f"node-manager-port={port}"):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -147,27 +147,12 @@ class LocalRayCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for pid in _pids_mentioning(self.temp_dir):
+        for pid in pids_mentioning(self.temp_dir):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def _pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line contains ``text`` (Linux /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
 
 
 @pytest.fixture(scope="module")
