@@ -68,7 +68,8 @@ def test_existing_experiment_is_not_overwritten(tmp_path):
 
 def test_exit_process_keeps_what_a_normal_exit_does(tmp_path):
     """The pipelines' fast exit still waits for threads, runs atexit hooks, flushes output,
-    and passes the exit code on."""
+    and passes the exit code on; with joblib's loky workers alive (the fine-tuning job's SVM
+    baseline leaves them) it ends instead of waiting forever on their manager thread."""
     import subprocess
     import sys
 
@@ -83,6 +84,10 @@ def test_exit_process_keeps_what_a_normal_exit_does(tmp_path):
         "    time.sleep(0.3)\n"
         f"    open({str(marker)!r}, 'a').write('thread;')\n"
         "threading.Thread(target=late).start()\n"
+        "from sklearn.datasets import load_iris\n"
+        "from sklearn.model_selection import GridSearchCV\n"
+        "from sklearn.svm import SVC\n"
+        "GridSearchCV(SVC(), {'C': [1, 2]}, cv=2, n_jobs=2).fit(*load_iris(return_X_y=True))\n"
         "print('x' * 100000)\n"  # more than one pipe buffer, still in Python's buffer
         "cli.exit_process(3)\n"
     )
