@@ -545,6 +545,10 @@ def run(task: Task, args: argparse.Namespace) -> int:
     # the user stopped it.
     interrupted = interrupted or len(rows) < prep.num_trials
     best = best_row(rows, task.metrics)  # the rows just built, not built again
+    # Ray's shutdown is mostly waiting (the raylet gets a second to stop its workers, then the
+    # GCS): it runs beside the final evaluation, the last experiment.json and the report, none
+    # of which needs Ray (the test split is scored in this process, from the checkpoint files).
+    stopping = _shutdown_ray_in_background()
     evaluation: dict[str, Any] = {}
     evaluation_error = None
     if best is not None and not interrupted:
@@ -555,9 +559,6 @@ def run(task: Task, args: argparse.Namespace) -> int:
         except EvaluationError as exc:
             evaluation_error = str(exc)
         phases["evaluation"] = time.time() - evaluation_started
-    # Ray's shutdown is mostly waiting (the raylet gets a second to stop its workers, then the
-    # GCS): it runs beside the last experiment.json and the report, which need no Ray.
-    stopping = _shutdown_ray_in_background()
 
     counts = {
         "trials": len(rows),
