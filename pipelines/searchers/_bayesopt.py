@@ -426,36 +426,10 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             return self._joint_suggestion(observed, [sign * s for s in scores], levels)
         targets = [sign * s for s in scores]
         seed = self._model_seed()
-        pending = [u for _, u in self._pending.values()]
-        if self._liar == "believer" and pending:
-            # Kriging believer: each running trial is assumed to score what the model predicts.
-            lies = list(self._believed(observed, targets, pending, seed))
-        else:
-            lies = [self._constant_lie(targets)] * len(pending)
-        points = observed + pending
-        values = targets + lies
-        values = list(_warp_targets(np.array(targets), np.array(values)))
-        # Repeats of one point (common with discrete params) become one observation with the
-        # mean target: the GP's noise term then carries the spread, and bayes_opt prints a line
-        # to stdout for every duplicate it is given.
-        merged = _merge_repeats(points, values)
-        keys = [f"u{i:03d}" for i in range(self._box.n_dims)]
-        acq = self._new_acquisition()
-        # One BLAS thread: the matrices are small (observations x observations), and a
-        # multi-threaded BLAS on a busy machine (trials running beside the driver) is many
-        # times slower than one thread.
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore")
-            # bayes_opt's TargetSpace and acquisition, with the GP handed in directly: the
-            # optimizer's own GP wraps every kernel call in a per-parameter transform, which
-            # on an all-float box does nothing but costs a third of the time.
-            space = TargetSpace(None, {k: (0.0, 1.0) for k in keys}, allow_duplicate_points=True)
-            for u, value in merged:
-                space.register(u, value)
-            gp = _PriorGP(**gp_params(self._box.n_dims, seed, len(merged)))
-            u = acq.suggest(gp=gp, target_space=space, fit_gp=True,
-                            random_state=np.random.RandomState(seed % 2**32))
-        return self._box.snap(np.asarray(u, dtype=float))
+        merged = self._with_running_trials(observed, targets,
+                                           [u for _, u in self._pending.values()], seed)
+        gp = _PriorGP(**gp_params(self._box.n_dims, seed, len(merged)))
+        return self._maximize(merged, gp, fit_gp=True, seed=seed)
 
     def _joint_suggestion(self, observed: list[np.ndarray], targets: list[float],
                           levels: list[float]) -> np.ndarray:
@@ -471,25 +445,52 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         few that did and would compare a noisy score with the model's smoothed means.
         """
         seed = self._model_seed()
-        rows = [np.append(u, f) for u, f in zip(observed, levels, strict=True)]
-        pending = [np.append(u, 1.0) for _, u in self._pending.values()]
-        if self._liar == "believer" and pending:
-            lies = list(self._believed(rows, targets, pending, seed))
-        else:
-            lies = [self._constant_lie(targets)] * len(pending)
-        values = list(_warp_targets(np.array(targets), np.array(targets + lies)))
-        merged = _merge_repeats(rows + pending, values)
-        configs = _merge_repeats([x[:-1] for x in rows + pending], [0.0] * len(values))
-        keys = [f"u{i:03d}" for i in range(self._box.n_dims)]
-        acq = self._new_acquisition()
+        rows = _with_fidelity(observed, levels)
+        running = [u for _, u in self._pending.values()]
+        pending = _with_fidelity(running, [1.0] * len(running))
+        merged = self._with_running_trials(rows, targets, pending, seed)
+        configs = _merge_repeats([x[:-1] for x in rows + pending], [0.0] * len(rows + pending))
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")
             model = self._fit_joint(merged, seed)
             tried = np.array([u for u, _ in configs])
+            means = model.predict(tried)
+        return self._maximize(zip(tried, map(float, means), strict=True), model, fit_gp=False,
+                              seed=seed)
+
+    def _with_running_trials(self, points: list[np.ndarray], targets: list[float],
+                             pending: list[np.ndarray], seed: int
+                             ) -> list[tuple[np.ndarray, float]]:
+        """The model's rows: observed points and running trials at their lie, the targets
+        warped (``_warp_targets``), repeats of one point merged into one row."""
+        if self._liar == "believer" and pending:
+            # Kriging believer: each running trial is assumed to score what the model predicts.
+            lies = list(self._believed(points, targets, pending, seed))
+        else:
+            lies = [self._constant_lie(targets)] * len(pending)
+        values = list(_warp_targets(np.array(targets), np.array(targets + lies)))
+        # Repeats of one point (common with discrete params) become one observation with the
+        # mean target: the GP's noise term then carries the spread, and bayes_opt prints a line
+        # to stdout for every duplicate it is given.
+        return _merge_repeats(points + pending, values)
+
+    def _maximize(self, registered, gp, *, fit_gp: bool, seed: int) -> np.ndarray:
+        """bayes_opt's acquisition over the config box, on ``registered`` ``(point, target)``
+        pairs and ``gp`` (fitted on them first when ``fit_gp``); the chosen point, snapped."""
+        keys = [f"u{i:03d}" for i in range(self._box.n_dims)]
+        acq = self._new_acquisition()
+        # One BLAS thread: the matrices are small (observations x observations), and a
+        # multi-threaded BLAS on a busy machine (trials running beside the driver) is many
+        # times slower than one thread.
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore")
+            # bayes_opt's TargetSpace and acquisition, with the GP handed in directly: the
+            # optimizer's own GP wraps every kernel call in a per-parameter transform, which
+            # on an all-float box does nothing but costs a third of the time.
             space = TargetSpace(None, {k: (0.0, 1.0) for k in keys}, allow_duplicate_points=True)
-            for u, mean in zip(tried, model.predict(tried), strict=True):
-                space.register(u, float(mean))
-            u = acq.suggest(gp=model, target_space=space, fit_gp=False,
+            for u, value in registered:
+                space.register(u, value)
+            u = acq.suggest(gp=gp, target_space=space, fit_gp=fit_gp,
                             random_state=np.random.RandomState(seed % 2**32))
         return self._box.snap(np.asarray(u, dtype=float))
 
@@ -505,12 +506,12 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         if levels is None:
             return None
         sign = 1.0 if self._mode == "max" else -1.0
-        targets = np.array([sign * s for s in scores])
-        rows = [np.append(u, f) for u, f in zip(observed, levels, strict=True)]
+        targets = [sign * s for s in scores]
+        seed = self._model_seed()
+        merged = self._with_running_trials(_with_fidelity(observed, levels), targets, [], seed)
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")
-            return self._fit_joint(_merge_repeats(rows, list(_warp_targets(targets, targets))),
-                                   self._model_seed())
+            return self._fit_joint(merged, seed)
 
     def _model_seed(self) -> int:
         return int(np.random.SeedSequence([self._seed, self._n_suggested]).generate_state(1)[0])
@@ -568,6 +569,11 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
                 scores.append(score)
                 levels.append(self._fidelity_column(level))
         return points, scores, levels
+
+
+def _with_fidelity(points: Sequence[np.ndarray], levels: Sequence[float]) -> list[np.ndarray]:
+    """Each point with its fidelity column appended (the joint model's rows)."""
+    return [np.append(u, f) for u, f in zip(points, levels, strict=True)]
 
 
 def _merge_repeats(points: Sequence[np.ndarray], values: Sequence[float]
