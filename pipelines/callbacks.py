@@ -10,6 +10,15 @@ from typing import Any
 
 from ray.tune import Callback
 
+from pipelines.faults import pause_point
+from pipelines.packs import (
+    MEMBER,
+    MEMBER_CLOSING,
+    MEMBER_END,
+    MEMBER_ERROR,
+    MEMBER_START,
+    MEMBER_TIME,
+)
 from pipelines.results import STATUS_ERROR, STATUS_FINISHED, STATUS_STOPPED, ResultsWriter
 
 
@@ -19,12 +28,24 @@ class ResultsCallback(Callback):
     ``searcher`` places each Tune trial in the search (its ``trial_index`` and the id it is
     recorded under: a trial re-run after a crash keeps its first id). ``scheduler``, when given,
     is a RecordingASHA whose ``stopped_early`` names the trials it cut.
+
+    A Tune trial that is a pack of configs (``pipelines.packs``) is journaled as one trial per
+    member: each starts when its first report arrives (at the time the member started), its
+    reports are numbered from 1, and it ends with its last report, or as an error.
     """
 
     def __init__(self, writer: ResultsWriter, scheduler: Any = None, searcher: Any = None):
         self.writer = writer
         self.scheduler = scheduler
         self.searcher = searcher
+        # Per pack (Tune trial id): the members started in its current run, and per member
+        # journal id the reports it has made since it started.
+        self._opened: dict[str, set[int]] = {}
+        self._member_reports: dict[str, int] = {}
+
+    def _members(self, trial: Any):
+        members = getattr(self.searcher, "members", None)
+        return members(trial.trial_id) if members is not None else None
 
     def _placement(self, trial: Any):
         return self.searcher.placement(trial.trial_id) if self.searcher is not None else None
@@ -34,6 +55,9 @@ class ResultsCallback(Callback):
         return placement.trial_id if placement is not None else trial.trial_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._members(trial) is not None:
+            self._opened[trial.trial_id] = set()  # members start when they first report
+            return
         placement = self._placement(trial)
         if placement is not None:
             journal_id, index, source = placement.trial_id, placement.index, placement.source
@@ -51,12 +75,61 @@ class ResultsCallback(Callback):
         return journal_id
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if MEMBER in result:
+            self._member_result(trial, result)
+            return
         self.writer.add_result(self._ensure_started(iteration, trials, trial), result)
+
+    def _member_result(self, trial: Any, result: dict) -> None:
+        position = int(result[MEMBER])
+        placement, config = self._members(trial)[position]
+        journal_id = placement.trial_id
+        if self.writer.is_ended(journal_id):
+            return  # a retried pack runs its ended members again; the journal keeps the first
+        opened = self._opened.setdefault(trial.trial_id, set())
+        if position not in opened:
+            self.writer.start_trial(journal_id, placement.index, config, source=placement.source,
+                                    at=result.get(MEMBER_START))
+            opened.add(position)
+            self._member_reports[journal_id] = 0
+        end = result.get(MEMBER_END)
+        if not result.get(MEMBER_CLOSING):
+            self._member_reports[journal_id] += 1
+            own = {k: v for k, v in result.items() if not k.startswith("pack_member")}
+            # The member's own count and time, not the pack's.
+            own["training_iteration"] = self._member_reports[journal_id]
+            own["time_total_s"] = result.get(MEMBER_TIME)
+            self.writer.add_result(journal_id, own)
+        if MEMBER_ERROR in result:
+            self.writer.end_trial(journal_id, STATUS_ERROR, error=result[MEMBER_ERROR], at=end)
+        elif end is not None:
+            self.writer.end_trial(journal_id, STATUS_FINISHED, at=end)
+        if end is not None:
+            pause_point("member_end")  # the reliability tests kill the driver here
+
+    def _close_members(self, trial: Any, why: str) -> None:
+        """A pack ended: every member it did not end is an error row with ``why`` (one that
+        never started is started first, so each config keeps its row)."""
+        opened = self._opened.get(trial.trial_id, set())
+        for position, (placement, config) in enumerate(self._members(trial)):
+            journal_id = placement.trial_id
+            if self.writer.is_ended(journal_id):
+                continue
+            if position not in opened:
+                self.writer.start_trial(journal_id, placement.index, config,
+                                        source=placement.source)
+                why_here = f"not run: {why}"
+            else:
+                why_here = why
+            self.writer.end_trial(journal_id, STATUS_ERROR, error=why_here)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         self.writer.add_checkpoint(self._journal_id(trial), _checkpoint_uri(checkpoint))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._members(trial) is not None:
+            self._close_members(trial, f"its pack (Tune trial {trial.trial_id}) ended first")
+            return
         journal_id = self._ensure_started(iteration, trials, trial)
         cut = trial.trial_id in getattr(self.scheduler, "stopped_early", ())
         self.writer.end_trial(
@@ -67,6 +140,10 @@ class ResultsCallback(Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._members(trial) is not None:
+            self._close_members(trial, f"its pack (Tune trial {trial.trial_id}) failed: "
+                                       f"{_error_text(trial)}")
+            return
         journal_id = self._ensure_started(iteration, trials, trial)
         self.writer.end_trial(journal_id, STATUS_ERROR, error=_error_text(trial),
                               checkpoint=_checkpoint_path(trial))
@@ -166,6 +243,9 @@ class ProgressCallback(Callback):
         self.best_config: dict | None = None
         self.started = time.monotonic()
         self.first_start: float | None = None  # wall clock of this run's first trial start
+        # The searcher's ``members`` (set by the runner): packs count one trial per config.
+        self.members = None
+        self._ended_members: dict[str, set[int]] = {}
         self._last_print = 0.0
         self._width = 0
 
@@ -173,7 +253,11 @@ class ProgressCallback(Callback):
         # Tune pickles callbacks into tuner.pkl; a stream does not pickle.
         state = dict(self.__dict__)
         state["stream"] = None
+        state["members"] = None
         return state
+
+    def _pack(self, trial: Any):
+        return self.members(trial.trial_id) if self.members is not None else None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -224,13 +308,32 @@ class ProgressCallback(Callback):
         self._show(trials)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        pack = self._pack(trial) if MEMBER in result else None
+        config = trial.config if pack is None else pack[int(result[MEMBER])][1]
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and (
             self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         ):
-            self.best, self.best_config = float(value), dict(trial.config)
+            self.best, self.best_config = float(value), dict(config)
+        ended = self._ended_members.setdefault(trial.trial_id, set()) if pack else set()
+        if pack is not None and MEMBER_END in result and int(result[MEMBER]) not in ended:
+            ended.add(int(result[MEMBER]))  # once, also when a retried pack runs it again
+            self.done += 1
+            self.errors += MEMBER_ERROR in result
+            self._show(trials)
+
+    def _close_pack(self, trial: Any, pack: list, trials: list) -> None:
+        # Members the pack did not end are error rows (ResultsCallback._close_members).
+        left = len(pack) - len(self._ended_members.pop(trial.trial_id, set()))
+        self.done += left
+        self.errors += left
+        self._show(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        pack = self._pack(trial)
+        if pack is not None:
+            self._close_pack(trial, pack, trials)
+            return
         self.done += 1
         if trial.trial_id in getattr(self.scheduler, "stopped_early", ()) or \
                 (trial.last_result or {}).get("stopped_by"):
@@ -238,6 +341,10 @@ class ProgressCallback(Callback):
         self._show(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        pack = self._pack(trial)
+        if pack is not None:
+            self._close_pack(trial, pack, trials)
+            return
         self.done += 1
         self.errors += 1
         self._show(trials)

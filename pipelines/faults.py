@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-POINTS = ("flush", "evaluate")
+POINTS = ("flush", "evaluate", "member_end")
 
 
 def pause_point(name: str) -> None:

@@ -326,10 +326,12 @@ class TrialLog:
 
 
 def start_event(trial_id: str, trial_index: int, config: Mapping[str, Any], *,
-                source: str | None = None, info: Mapping[str, Any] | None = None) -> dict:
+                source: str | None = None, info: Mapping[str, Any] | None = None,
+                at: float | None = None) -> dict:
+    """``at``: when the trial started, where the driver hears of it later (a pack's member)."""
     return {"event": START, "trial_id": trial_id, "trial_index": int(trial_index),
             "config": dict(config), "source": source, "info": dict(info or {}),
-            "time": time.time()}
+            "time": time.time() if at is None else float(at)}
 
 
 def report_event(trial_id: str, iteration: int, metrics: Mapping[str, Any]) -> dict:
@@ -342,6 +344,8 @@ def checkpoint_event(trial_id: str, path: str) -> dict:
 
 
 def end_event(trial_id: str, status: str, *, error: str | None = None,
-              stopped_by: str | None = None, checkpoint: str | None = None) -> dict:
+              stopped_by: str | None = None, checkpoint: str | None = None,
+              at: float | None = None) -> dict:
     return {"event": END, "trial_id": trial_id, "status": status, "error": error,
-            "stopped_by": stopped_by, "checkpoint": checkpoint, "time": time.time()}
+            "stopped_by": stopped_by, "checkpoint": checkpoint,
+            "time": time.time() if at is None else float(at)}

@@ -435,11 +435,12 @@ class ResultsWriter:
         return bool(self.log.trials.get(trial_id, {}).get("status"))
 
     def start_trial(self, trial_id: str, trial_index: int, config: Mapping[str, Any],
-                    source: str | None = None) -> None:
-        """A trial starts, or starts again (a retry, or a re-run after a crash)."""
+                    source: str | None = None, at: float | None = None) -> None:
+        """A trial starts, or starts again (a retry, or a re-run after a crash); ``at`` is
+        when, if not now."""
         params = {k: v for k, v in config.items() if k in self.space.params}
         self._record(start_event(trial_id, trial_index, params, source=source,
-                                 info=self.run_info))
+                                 info=self.run_info, at=at))
 
     def add_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
         if trial_id not in self.log.trials:
@@ -463,13 +464,14 @@ class ResultsWriter:
             self._record(checkpoint_event(trial_id, path))
 
     def end_trial(self, trial_id: str, status: str, *, error: str | None = None,
-                  checkpoint: str | None = None, stopped_by: str | None = None) -> None:
+                  checkpoint: str | None = None, stopped_by: str | None = None,
+                  at: float | None = None) -> None:
         if trial_id not in self.log.trials:
             return
         if error:
             error = error.strip().splitlines()[-1][:2000] if error.strip() else error
         self._record(end_event(trial_id, status, error=error, stopped_by=stopped_by,
-                               checkpoint=checkpoint))
+                               checkpoint=checkpoint, at=at))
         # A part costs what ended since the last one; spacing them still keeps small files few
         # and, on a slow store, at most a tenth of the driver's time. The journal already holds
         # every event.

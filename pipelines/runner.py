@@ -245,8 +245,18 @@ def build_searcher(task: Task, prep: Prepared) -> None:
         warm_start=prep.warm_start, fidelity_key=task.time_attr,
         # With ASHA, a trial below the full budget was cut: BO models it per rung, never as final.
         max_fidelity=full_budget(task, args) if args.scheduler == "asha" else None,
-        select=task.metrics.select,
+        select=task.metrics.select, configs_per_trial=configs_per_trial(args),
     )
+
+
+def configs_per_trial(args: argparse.Namespace) -> int | str:
+    """Configs per Tune trial (``pipelines.packs``): ``--configs-per-trial`` where the task has
+    it, for grid and random search under FIFO without a tracker (TensorBoard and MLflow log one
+    run per Tune trial, with the Tune trial's config); 1 otherwise."""
+    if args.scheduler != "fifo" or args.algo not in ("grid", "random") or \
+            getattr(args, "tensorboard", False) or getattr(args, "mlflow", None):
+        return 1
+    return getattr(args, "configs_per_trial", 1)
 
 
 def quiet_ray(verbose: bool) -> None:
@@ -321,6 +331,12 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     trainable, resources = task.trainable(args, data)
     demand = task.demand(args) if task.demand is not None else resources
     max_concurrent = args.max_concurrent or default_concurrency(demand)
+    if getattr(prep.searcher, "packs", False):
+        prep.searcher.slots = max_concurrent  # sizes the packs (guided self-scheduling)
+        # A member that fails closes with a report that has no score (ResultsCallback makes it
+        # an error row); Tune's check that every report holds the metric (read on the driver at
+        # each result; documented among Tune's environment variables) would fail the whole pack.
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     writer.run_info["resources"] = " ".join(
         f"{k}={_short(v)}" for k, v in ray_resource_names(demand).items() if v
     )
@@ -333,6 +349,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         scheduler.seed_from_journal(log, task.metrics.metric, task.metrics.mode)
     if progress is not None:
         progress.scheduler = scheduler
+        progress.members = getattr(prep.searcher, "members", None)
     callbacks = [ResultsCallback(writer, scheduler, prep.searcher)]
     callbacks += [progress] if progress is not None else []
     callbacks += trackers.callbacks(args, task.name, prep.storage.uri_of(args.name))

@@ -12,6 +12,8 @@ from typing import Any
 
 from ray import tune
 
+from pipelines.packs import PACK_KEY, is_pack, run_members
+
 
 def node_info() -> dict[str, str]:
     """The Ray node this process runs on, for the trials.parquet ``node_id`` column.
@@ -24,17 +26,30 @@ def node_info() -> dict[str, str]:
 
 
 def report_each(trial_fn: Callable[..., Iterator[dict[str, Any]]]) -> Callable[..., None]:
-    """A function trainable: every metrics dict ``trial_fn(config, **params)`` yields is reported."""
+    """A function trainable: every metrics dict ``trial_fn(config, **params)`` yields is reported.
+
+    A config that is a pack (``pipelines.packs``) runs its member configs one after another, each
+    report tagged with the member's position.
+    """
 
     def trainable(config: dict[str, Any], **params: Any) -> None:
         where = node_info()
-        for metrics in trial_fn(config, **params):
-            for name, value in metrics.items():
-                if isinstance(value, float) and not math.isfinite(value):
-                    # An error row with its reason; searchers never learn a NaN as a score.
-                    raise FloatingPointError(f"trial reported {name} = {value}")
+        if is_pack(config):
+            run_members(config[PACK_KEY], lambda member: _finite(trial_fn(member, **params)),
+                        lambda metrics: tune.report({**metrics, **where}))
+            return
+        for metrics in _finite(trial_fn(config, **params)):
             tune.report({**metrics, **where})
 
     trainable.__name__ = getattr(trial_fn, "__name__", "trainable")
     trainable.__qualname__ = trainable.__name__
     return trainable
+
+
+def _finite(reports: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for metrics in reports:
+        for name, value in metrics.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                # An error row with its reason; searchers never learn a NaN as a score.
+                raise FloatingPointError(f"trial reported {name} = {value}")
+        yield metrics

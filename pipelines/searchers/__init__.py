@@ -18,8 +18,11 @@ def make_searcher(algo: str, space: Space, *, metric: str, mode: str, seed: int 
                   num_samples: int, bo_init: int | None = None,
                   warm_start: list[dict[str, Any]] | None = None,
                   fidelity_key: str = "training_iteration", max_fidelity: float | None = None,
-                  select: str = "last"):
+                  select: str = "last", configs_per_trial: int | str = 1):
     """Build the Searcher for ``algo``; returns ``(searcher, number_of_trials)``.
+
+    ``configs_per_trial`` packs grid and random configs into Tune trials (``pipelines.packs``);
+    bayesopt always suggests one config per trial.
 
     Raises SpaceError (via the space) when the space cannot serve the algorithm.
     """
@@ -29,11 +32,12 @@ def make_searcher(algo: str, space: Space, *, metric: str, mode: str, seed: int 
 
     if algo == "grid":
         configs = space.grid()
-        return ListedSearcher(space, configs, metric=metric, mode=mode, source="grid"), len(configs)
+        return (ListedSearcher(space, configs, metric=metric, mode=mode, source="grid",
+                               configs_per_trial=configs_per_trial), len(configs))
     if algo == "random":
         configs = space.sample(num_samples, seed=seed)
-        return (ListedSearcher(space, configs, metric=metric, mode=mode, source="random"),
-                len(configs))
+        return (ListedSearcher(space, configs, metric=metric, mode=mode, source="random",
+                               configs_per_trial=configs_per_trial), len(configs))
     if algo == "bayesopt":
         from pipelines.searchers._bayesopt import BayesOptSearcher
 

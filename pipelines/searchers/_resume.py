@@ -32,9 +32,15 @@ class TrialOrder:
     def _init_order(self) -> None:
         self._placements: dict[str, Placement] = {}
         self._reruns: list[tuple[Placement, dict[str, Any], str | None]] = []
+        self._packs: dict[str, list[tuple[Placement, dict[str, Any]]]] = {}
 
     def placement(self, tune_trial_id: str) -> Placement | None:
         return self._placements.get(tune_trial_id)
+
+    def members(self, tune_trial_id: str) -> list[tuple[Placement, dict[str, Any]]] | None:
+        """A pack's member trials (``pipelines.packs``) in order: placement and config; None
+        for a Tune trial that runs one config."""
+        return getattr(self, "_packs", {}).get(tune_trial_id)
 
     def _place(self, tune_trial_id: str, index: int, source: str | None) -> None:
         self._placements[tune_trial_id] = Placement(tune_trial_id, index, source)
@@ -49,14 +55,22 @@ class TrialOrder:
         return unfinished
 
     def _take_rerun(self, tune_trial_id: str) -> dict[str, Any] | None:
+        taken = self._next_rerun()
+        if taken is None:
+            return None
+        self._placements[tune_trial_id] = taken[0]
+        return taken[1]
+
+    def _next_rerun(self) -> tuple[Placement, dict[str, Any]] | None:
+        """The next trial to re-run: its placement (old id and index) and its config, with its
+        last checkpoint under ``RESUME_KEY``."""
         if not self._reruns:
             return None
         placement, config, checkpoint = self._reruns.pop(0)
-        self._placements[tune_trial_id] = placement
         config = self.space.finalize(config)
         if checkpoint:
             config[RESUME_KEY] = checkpoint
-        return config
+        return placement, config
 
     @property
     def rerun_configs(self) -> list[dict[str, Any]]:
