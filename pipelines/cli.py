@@ -75,7 +75,7 @@ def exit_process(code: int | None) -> NoReturn:
 # experiment: a resume turns them on or off as its own command line says.
 RESUMABLE_FLAGS = frozenset({"resume", "name", "output", "address", "num_cpus", "verbose",
                              "max_concurrent", "max_failures", "no_report", "tensorboard",
-                             "mlflow"})
+                             "mlflow", "configs_per_trial"})
 
 _UNSET = object()
 
@@ -118,6 +118,16 @@ def _int_at_least(minimum: int, meaning: str):
 
 positive_int = _int_at_least(1, "at least 1")
 non_negative_int = _int_at_least(0, "0 or more")
+
+
+def configs_per_trial(text: str) -> int | str:
+    """``auto`` or a whole number >= 1 (``--configs-per-trial``)."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or 'auto')") from None
 
 
 def seed_int(text: str) -> int:

@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPUs one trial reserves; libsvm uses one core (default: 1)")
     parser.add_argument("--test-size", type=float, default=0.2,
                         help="held-out test fraction (default: 0.2)")
+    parser.add_argument("--configs-per-trial", type=cli.configs_per_trial, default="auto",
+                        metavar="auto|N",
+                        help="grid and random search under FIFO: configs one Tune trial runs "
+                             "one after another, each still its own trial in the results; auto "
+                             "sizes them to the free slots, 1 turns this off (default: auto)")
     return parser
 
 
@@ -117,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.fail(f"--cpus-per-trial must be a number above 0, got {args.cpus_per_trial}")
     if not 0 < args.test_size < 1:
         cli.fail(f"--test-size must be between 0 and 1, got {args.test_size}")
+    if args.configs_per_trial not in (1, "auto") and (args.scheduler != "fifo"
+                                                      or args.algo == "bayesopt"):
+        cli.fail("--configs-per-trial applies only to --algo grid or random with --scheduler fifo")
+    if args.configs_per_trial not in (1, "auto") and (args.tensorboard or args.mlflow):
+        cli.fail("--configs-per-trial above 1 cannot be used with --tensorboard or --mlflow: they "
+                 "log one run per Tune trial")
     args = cli.finish_args(args, "svm")
     return run(TASK, args)
 
