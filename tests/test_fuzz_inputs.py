@@ -374,6 +374,10 @@ def _parse_faults(pipeline: str):
         bad = None
         if action.type is cli.positive_int:
             bad = st.one_of(st.integers(max_value=0).map(str), _NOT_INT)
+        elif action.type is cli.configs_per_trial:  # "auto" or a whole number >= 1
+            bad = st.one_of(st.integers(max_value=0).map(str),
+                            _NOT_INT.filter(lambda t: t != "auto"),
+                            st.sampled_from(["Auto", "AUTO", "auto ", "0", "-1"]))
         elif action.type is cli.non_negative_int:
             bad = st.one_of(st.integers(max_value=-1).map(str), _NOT_INT)
         elif action.type is cli.seed_int:  # 0 .. 2**32 - 1, what numpy and scikit-learn take
@@ -777,6 +781,14 @@ _CLI_REGRESSIONS = {
                                   "argument --split-seed: must be at most 4294967295"),
     "svm seed 2**32": ("svm", ["--seed", str(2**32)], "argument --seed: must be at most 4294967295"),
     "finetune seed 2**64": ("finetune", ["--seed", str(2**64)], "argument --seed: must be at most"),
+    "svm packs with asha": (
+        "svm", ["--scheduler", "asha", "--configs-per-trial", "8"],
+        "--configs-per-trial applies only to --algo grid or random with --scheduler fifo"),
+    "svm packs with a tracker": (
+        "svm", ["--configs-per-trial", "2", "--tensorboard"],
+        "--configs-per-trial above 1 cannot be used with --tensorboard or --mlflow"),
+    "svm zero configs per trial": (
+        "svm", ["--configs-per-trial", "0"], "argument --configs-per-trial: must be at least 1"),
     "svm infinite cpus per trial": (
         "svm", ["--cpus-per-trial", "inf"], "--cpus-per-trial must be a number above 0, got inf"),
     "svm nan cpus per trial": (
