@@ -19,6 +19,7 @@ time into the fixed start-up/shut-down cost and the per-trial overhead; with ``-
 the medians.
 
     python benchmarks/svm_vs_sklearn.py [--cases svm,svm_fine] [--ray fresh,running] [--repeats 3]
+        [--configs-per-trial auto,1]
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ def run_sklearn(space: str) -> dict:
 
 
 def run_ours(space: str, out: str, name: str, report: bool = False, address: str | None = None,
-             env: dict | None = None) -> dict:
+             env: dict | None = None, configs_per_trial: str = "auto") -> dict:
     cmd = [sys.executable, "-m", "pipelines.svm", "--algo", "grid", "--space", space,
-           "--output", out, "--name", name]
+           "--output", out, "--name", name, "--configs-per-trial", configs_per_trial]
     cmd += [] if report else ["--no-report"]
     cmd += ["--address", address] if address else []
     start = time.time()
@@ -88,6 +89,7 @@ def run_ours(space: str, out: str, name: str, report: bool = False, address: str
     info = json.load(open(os.path.join(out, name, "experiment.json")))
     trials = pd.read_parquet(os.path.join(out, name, "trials.parquet"))
     epochs = pd.read_parquet(os.path.join(out, name, "epochs.parquet"))
+    # Each config's own time (a config in a pack reports its own time_total_s).
     in_trial = epochs.groupby("trial_id")["time_total_s"].max().sum()
     return {"wall": wall, "best": info["best"]["config"], "cv": info["best"]["cv_accuracy"],
             "test": info["best"]["test_accuracy"], "tune": info["tune_time_s"],
@@ -102,7 +104,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--report", action="store_true",
                         help="let our runs write report.html (GridSearchCV writes none)")
+    parser.add_argument("--configs-per-trial", default="auto",
+                        help="ours with each of these comma-separated --configs-per-trial values, "
+                             "in turn (default: auto, the pipeline's default; 'auto,1' also "
+                             "times one config per Tune trial)")
     args = parser.parse_args()
+    packings = args.configs_per_trial.split(",")
     modes = args.ray.split(",")
     if not set(modes) <= {"fresh", "running"}:
         parser.error(f"--ray takes fresh and/or running, got {args.ray!r}")
@@ -114,17 +121,21 @@ def main() -> None:
         for space in args.cases.split(","):
             for r in range(args.repeats):
                 for mode in modes:
-                    base = run_sklearn(space)
-                    address, env = head if mode == "running" else (None, None)
-                    ours = run_ours(space, out, f"{space}-{mode}-{r}", args.report, address, env)
-                    rows.append(_row(space, mode, base, ours, cores))
-                    print(json.dumps(rows[-1]), flush=True)
+                    # Every other round in the opposite order: a run just after another (a
+                    # running head still reaping the last job's workers, say) runs slower.
+                    for packing in packings if r % 2 == 0 else packings[::-1]:
+                        base = run_sklearn(space)
+                        address, env = head if mode == "running" else (None, None)
+                        ours = run_ours(space, out, f"{space}-{mode}-{packing}-{r}", args.report,
+                                        address, env, packing)
+                        rows.append(_row(space, mode, base, ours, cores, packing))
+                        print(json.dumps(rows[-1]), flush=True)
     print()
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
     if args.repeats > 1:
         print(f"\nmedians over {args.repeats} repeats:")
-        print(table.groupby(["case", "ray"], sort=False)[
+        print(table.groupby(["case", "ray", "configs_per_trial"], sort=False)[
             ["sklearn_s", "ours_s", "ratio", "fixed_s", "per_trial_overhead_ms"]].median().to_string())
     print("\nratio = our whole process / GridSearchCV's whole process (targets: svm <= 1.6 on a "
           "fresh Ray and <= 1.0 on a running one, svm_fine <= 1.1); ours "
@@ -133,7 +144,7 @@ def main() -> None:
           f"per_trial_overhead_ms = (tune_s x {cores} cores - time inside trials) / trials")
 
 
-def _row(space: str, mode: str, base: dict, ours: dict, cores: int) -> dict:
+def _row(space: str, mode: str, base: dict, ours: dict, cores: int, packing: str) -> dict:
     same_cfg = all(
         abs(float(ours["best"][k]) - float(v)) < 1e-12 if isinstance(v, float) else ours["best"][k] == v
         for k, v in base["best"].items()
@@ -142,7 +153,7 @@ def _row(space: str, mode: str, base: dict, ours: dict, cores: int) -> dict:
     # Tune time not spent inside trials, spread over trials (cores run trials in parallel).
     per_trial = (ours["tune"] * cores - ours["in_trial"]) / ours["trials"]
     return {
-        "case": space, "ray": mode, "trials": ours["trials"],
+        "case": space, "ray": mode, "configs_per_trial": packing, "trials": ours["trials"],
         "sklearn_s": round(base["wall"], 1), "ours_s": round(ours["wall"], 1),
         "ratio": round(ours["wall"] / base["wall"], 2),
         "same_best": same_cfg, "same_cv": abs(ours["cv"] - base["cv"]) < 1e-12,
