@@ -421,14 +421,26 @@ def main(argv: list[str] | None = None) -> int:
 
     units = [(p, s, methods, modes, max_budget) for p in problems for s in range(args.seeds)]
     done: list[dict] = []
+
+    def progress(unit: dict) -> dict:
+        done.append(unit)
+        elapsed = time.perf_counter() - start
+        left = elapsed / len(done) * (len(units) - len(done))
+        print(f"[{elapsed:7.0f}s] {len(done)}/{len(units)} (problem, seed) done, last "
+              f"{unit['problem']} seed {unit['seed']}; about {left:.0f}s left", file=sys.stderr,
+              flush=True)
+        return unit
+
     if args.jobs > 1:
         import multiprocessing
 
         with multiprocessing.get_context("fork").Pool(args.jobs, _worker_init) as pool:
-            done = list(pool.imap_unordered(run_unit, units))
+            for unit in pool.imap_unordered(run_unit, units):
+                progress(unit)
     else:
         _worker_init()
-        done = [run_unit(u) for u in units]
+        for unit in units:
+            progress(run_unit(unit))
     search_wall = time.perf_counter() - start
 
     by_problem: dict[str, list[dict]] = defaultdict(list)
