@@ -123,6 +123,26 @@ class ResultsCallback(Callback):
                 why_here = why
             self.writer.end_trial(journal_id, STATUS_ERROR, error=why_here)
 
+    def _failed_pack(self, trial: Any, error: str) -> None:
+        """A pack's process failed (killed, out of memory, its node lost). Members run in order,
+        so the first one it had not ended was running: that config gets the failure as its
+        error row, as an unpacked trial would. The ones after it never ran: they go back to the
+        searcher, which runs them next under their ids (without a searcher that takes them
+        back, they stay out of the journal and ``--resume`` runs them)."""
+        left = [(position, placement, config)
+                for position, (placement, config) in enumerate(self._members(trial))
+                if not self.writer.is_ended(placement.trial_id)]
+        if not left:
+            return
+        position, placement, config = left[0]
+        if position not in self._opened.get(trial.trial_id, set()):
+            self.writer.start_trial(placement.trial_id, placement.index, config,
+                                    source=placement.source)
+        self.writer.end_trial(placement.trial_id, STATUS_ERROR, error=error)
+        requeue = getattr(self.searcher, "requeue", None)
+        if requeue is not None and len(left) > 1:
+            requeue([(placement, config) for _, placement, config in left[1:]])
+
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         self.writer.add_checkpoint(self._journal_id(trial), _checkpoint_uri(checkpoint))
 
@@ -141,8 +161,7 @@ class ResultsCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self._members(trial) is not None:
-            self._close_members(trial, f"its pack (Tune trial {trial.trial_id}) failed: "
-                                       f"{_error_text(trial)}")
+            self._failed_pack(trial, _error_text(trial))
             return
         journal_id = self._ensure_started(iteration, trials, trial)
         self.writer.end_trial(journal_id, STATUS_ERROR, error=_error_text(trial),
@@ -322,9 +341,11 @@ class ProgressCallback(Callback):
             self.errors += MEMBER_ERROR in result
             self._show(trials)
 
-    def _close_pack(self, trial: Any, pack: list, trials: list) -> None:
-        # Members the pack did not end are error rows (ResultsCallback._close_members).
+    def _close_pack(self, trial: Any, pack: list, trials: list, failed: bool) -> None:
+        # As ResultsCallback does: a pack that ended leaves every member it did not end as an
+        # error row; a failed one, only the member that was running (the rest run again).
         left = len(pack) - len(self._ended_members.pop(trial.trial_id, set()))
+        left = min(left, 1) if failed else left
         self.done += left
         self.errors += left
         self._show(trials)
@@ -332,7 +353,7 @@ class ProgressCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         pack = self._pack(trial)
         if pack is not None:
-            self._close_pack(trial, pack, trials)
+            self._close_pack(trial, pack, trials, failed=False)
             return
         self.done += 1
         if trial.trial_id in getattr(self.scheduler, "stopped_early", ()) or \
@@ -343,7 +364,7 @@ class ProgressCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         pack = self._pack(trial)
         if pack is not None:
-            self._close_pack(trial, pack, trials)
+            self._close_pack(trial, pack, trials, failed=True)
             return
         self.done += 1
         self.errors += 1

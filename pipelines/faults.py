@@ -9,6 +9,7 @@ costs one dictionary lookup.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 POINTS = ("flush", "evaluate", "member_end")
@@ -22,3 +23,18 @@ def pause_point(name: str) -> None:
         with open(marker, "w", encoding="utf-8") as f:
             f.write(name)
     time.sleep(3600)
+
+
+def crash_point(position: int) -> None:
+    """In a pack's process (``pipelines.packs``), before it runs member ``position``: SIGKILL
+    this process when ``TUNE_PIPELINE_CRASH_MEMBER`` names that position, once (the file
+    ``TUNE_PIPELINE_CRASH_FILE`` is written first and marks it done). The tests' stand-in for a
+    worker killed by the OOM killer or a lost node."""
+    if os.environ.get("TUNE_PIPELINE_CRASH_MEMBER") != str(position):
+        return
+    marker = os.environ.get("TUNE_PIPELINE_CRASH_FILE")
+    if not marker or os.path.exists(marker):
+        return
+    with open(marker, "w", encoding="utf-8") as f:
+        f.write(str(position))
+    os.kill(os.getpid(), signal.SIGKILL)

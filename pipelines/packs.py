@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from pipelines.faults import crash_point
+
 # Config key of a pack: the member configs, in order.
 PACK_KEY = "_pack"
 # Result keys of a member's report: its position in the pack, when it started (Unix time, on the
@@ -67,12 +69,15 @@ def run_members(members: Iterable[Mapping[str, Any]],
     """Run each member config through ``trial_fn`` and ``report`` what it yields, tagged.
 
     A member's last report carries ``MEMBER_END`` (each report is held until the next one is
-    known, so the last is marked as such). A member that raises gets one report with its error
+    known, so the last is marked as such: a member that reports every epoch reaches the driver
+    one epoch late, which is why packs are for short trials). ``MEMBER_TIME`` is the member's
+    time when the report was ready. A member that raises gets one report with its error
     and the pack goes on with the next member, as Tune goes on with the next trial; an exception
     from ``report`` itself (Tune stopping the trial) is not caught.
     """
     done = object()
     for position, config in enumerate(members):
+        crash_point(position)
         started = time.time()
         tags = {MEMBER: position, MEMBER_START: started}
         error: BaseException | None = None
@@ -82,17 +87,19 @@ def run_members(members: Iterable[Mapping[str, Any]],
             current = next(produced, done)
         except Exception as exc:
             produced, current, error = iter(()), done, exc
+        elapsed = time.time() - started  # when ``current`` was ready, not when it is reported
         while current is not done:
             try:
                 following = next(produced, done)
             except Exception as exc:
                 following, error = done, exc
-            metrics = {**current, **tags, MEMBER_TIME: time.time() - started}
+            following_elapsed = time.time() - started
+            metrics = {**current, **tags, MEMBER_TIME: elapsed}
             if following is done and error is None:
-                metrics[MEMBER_END] = time.time()
+                metrics[MEMBER_END] = started + elapsed
             report(metrics)
             reported = True
-            current = following
+            current, elapsed = following, following_elapsed
         if error is not None or not reported:
             # An error (after any reports it made), or a config that reported nothing: one
             # closing report, so the driver ends the member's trial.

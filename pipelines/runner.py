@@ -336,6 +336,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         # A member that fails closes with a report that has no score (ResultsCallback makes it
         # an error row); Tune's check that every report holds the metric (read on the driver at
         # each result; documented among Tune's environment variables) would fail the whole pack.
+        # ``run`` puts the variable back after the run.
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     writer.run_info["resources"] = " ".join(
         f"{k}={_short(v)}" for k, v in ray_resource_names(demand).items() if v
@@ -541,6 +542,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
     tune_started = time.time()
     interrupted = False
     if remaining > 0:
+        strict_check = os.environ.get("TUNE_DISABLE_STRICT_METRIC_CHECKING")
         tuner = build_tuner(task, prep, data, writer, progress, remaining, journal_log)
         phases["tuner_build"] = time.time() - tune_started
         try:
@@ -549,6 +551,10 @@ def run(task: Task, args: argparse.Namespace) -> int:
             interrupted = True
         finally:
             writer.flush()
+            if strict_check is None:
+                os.environ.pop("TUNE_DISABLE_STRICT_METRIC_CHECKING", None)
+            else:
+                os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = strict_check
     else:
         writer.flush()
     tune_seconds = time.time() - tune_started

@@ -51,6 +51,15 @@ def fidelities(args: argparse.Namespace) -> tuple[float, ...]:
 def _check(args: argparse.Namespace) -> None:
     from trainables.svm import load_data
 
+    # Here, not in main: on --resume the experiment's algorithm and scheduler are adopted first.
+    if args.configs_per_trial not in (1, "auto"):
+        if args.scheduler != "fifo" or args.algo == "bayesopt":
+            raise ValueError("--configs-per-trial applies only to --algo grid or random with "
+                             "--scheduler fifo")
+        if args.tensorboard or args.mlflow:
+            raise ValueError("--configs-per-trial above 1 cannot be used with --tensorboard or "
+                             "--mlflow: they log one run per Tune trial")
+
     # Tabular data loads in milliseconds: loading (and splitting) it here rejects a test size
     # or fold count the data cannot take before Ray starts, not after.
     args._data = load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv,
@@ -122,12 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.fail(f"--cpus-per-trial must be a number above 0, got {args.cpus_per_trial}")
     if not 0 < args.test_size < 1:
         cli.fail(f"--test-size must be between 0 and 1, got {args.test_size}")
-    if args.configs_per_trial not in (1, "auto") and (args.scheduler != "fifo"
-                                                      or args.algo == "bayesopt"):
-        cli.fail("--configs-per-trial applies only to --algo grid or random with --scheduler fifo")
-    if args.configs_per_trial not in (1, "auto") and (args.tensorboard or args.mlflow):
-        cli.fail("--configs-per-trial above 1 cannot be used with --tensorboard or --mlflow: they "
-                 "log one run per Tune trial")
     args = cli.finish_args(args, "svm")
     return run(TASK, args)
 

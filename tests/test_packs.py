@@ -118,10 +118,38 @@ def _drain(searcher, prefix="t"):
     packs = []
     for i in range(100):
         suggestion = searcher.suggest(f"{prefix}{i}")
+        if suggestion is None:
+            # Nothing left to hand out while packs run (one may hand members back): Tune asks
+            # again after they end.
+            assert packs and searcher.packs
+            for tune_id, _ in packs:
+                searcher.on_trial_complete(tune_id)
+            continue
         if suggestion == Searcher.FINISHED:
             return packs
         packs.append((f"{prefix}{i}", suggestion))
     raise AssertionError("the searcher never finished")
+
+
+def test_members_a_failed_pack_hands_back_run_next_under_their_ids():
+    searcher, n = _listed(4)
+    first = searcher.suggest("a")
+    second = searcher.suggest("b")
+    assert searcher.suggest("c") is None  # all handed out, two packs running
+    # Pack "a" failed on its second member: Tune tells the searcher, then the callback hands
+    # back the two members after it.
+    searcher.on_trial_complete("a", error=True)
+    searcher.requeue(searcher.members("a")[2:])
+    again = searcher.suggest("d")
+    assert again[PACK_KEY] == first[PACK_KEY][2:]
+    assert [p.trial_id for p, _ in searcher.members("d")] == ["a-2", "a-3"]
+    assert searcher.suggest("e") is None  # "b" and "d" still run
+    for tune_id in ("b", "d"):
+        searcher.on_trial_complete(tune_id)
+    from ray.tune.search import Searcher
+
+    assert searcher.suggest("f") == Searcher.FINISHED
+    assert len(second[PACK_KEY]) == n - 4
 
 
 def test_packs_hand_out_every_config_once_in_order():
@@ -184,11 +212,19 @@ def _rows(trials):
     return [tuple(r) for r in frame.where(frame.notna(), None).itertuples(index=False)]
 
 
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """The same search with one config per Tune trial (Ray Tune's usual)."""
+    work = tmp_path_factory.mktemp("plain")
+    (work / "space.py").write_text(PACK_SPACE)
+    return _run_svm(work, "plain", "--configs-per-trial", "1")
+
+
 @pytest.mark.ray
-def test_a_packed_run_writes_the_rows_of_an_unpacked_one(tmp_path):
+def test_a_packed_run_writes_the_rows_of_an_unpacked_one(tmp_path, plain_run):
     (tmp_path / "space.py").write_text(PACK_SPACE)
     packed, packed_epochs, info, proc = _run_svm(tmp_path, "packed", "--configs-per-trial", "3")
-    plain, plain_epochs, plain_info, _ = _run_svm(tmp_path, "plain", "--configs-per-trial", "1")
+    plain, plain_epochs, plain_info, _ = plain_run
     assert _rows(packed) == _rows(plain)
     assert len(packed) == 8 and packed["trial_id"].is_unique
     # Three Tune trials of 3, 3 and 2 configs; a member's id is its Tune trial's and its place.
@@ -223,11 +259,11 @@ def test_packs_are_refused_where_they_would_change_the_search(tmp_path):
 
 
 @pytest.mark.ray
-def test_sigkill_in_the_middle_of_a_pack_then_resume(tmp_path):
+def test_sigkill_in_the_middle_of_a_pack_then_resume(tmp_path, plain_run):
     from tests.test_reliability import _check_complete, _sigkill_driver, _start, _wait
 
     (tmp_path / "space.py").write_text(PACK_SPACE)
-    plain, _, plain_info, _ = _run_svm(tmp_path, "plain", "--configs-per-trial", "1")
+    plain, _, plain_info, _ = plain_run
     marker = tmp_path / "paused"
     # One pack of all eight, one at a time; the driver stops right after journaling the first
     # member's end, while the pack's process goes on with the next members.
@@ -251,3 +287,47 @@ def test_sigkill_in_the_middle_of_a_pack_then_resume(tmp_path):
     first = trials.loc[trials["trial_id"] == ended[0]["trial_id"]]
     assert len(first) == 1 and first["end_time"].iloc[0].timestamp() == pytest.approx(
         ended[0]["time"], abs=1e-3)
+
+
+@pytest.mark.ray
+def test_a_pack_whose_process_is_killed_loses_only_the_running_config(tmp_path, plain_run):
+    from tests.test_reliability import _check_complete
+
+    (tmp_path / "space.py").write_text(PACK_SPACE)
+    # One pack of all eight; its process SIGKILLs itself before the third config (position 2),
+    # once, as the OOM killer would.
+    trials, _, info, proc = _run_svm(
+        tmp_path, "crash", "--configs-per-trial", "8", "--max-concurrent", "1",
+        env={"TUNE_PIPELINE_CRASH_MEMBER": "2",
+             "TUNE_PIPELINE_CRASH_FILE": str(tmp_path / "crashed")})
+    assert (tmp_path / "crashed").exists()
+    folder = tmp_path / "results" / "crash"
+    assert info["status"] == "finished" and info["counts"]["trials"] == 8
+    rows = {r[0]: r for r in _rows(trials)}
+    plain = {r[0]: r for r in _rows(plain_run[0])}
+    # The config that was running is an error row, as an unpacked trial would be; the two
+    # before it kept their rows; the five after it ran in the same run, under their first ids.
+    assert rows[2][3] == "error"
+    crashed = trials.loc[trials["trial_index"] == 2].iloc[0]
+    assert crashed["error"] and "\n" not in crashed["error"]
+    assert {i: r for i, r in rows.items() if i != 2} == {i: r for i, r in plain.items() if i != 2}
+    first_pack = trials.loc[trials["trial_index"] < 2, "trial_id"].str.rsplit("-", n=1).str[0]
+    later = trials.loc[trials["trial_index"] > 2, "trial_id"]
+    assert later.str.startswith(first_pack.iloc[0] + "-").all()  # their ids from the first pack
+    _check_complete(folder, 8)
+    # The plain run's errors (C = -1), plus this one unless it was one of them.
+    assert info["counts"]["errors"] == plain_run[2]["counts"]["errors"] + (plain[2][3] != "error")
+    assert any("8/8 done, 0 running" in line for line in proc.stderr.splitlines())
+
+
+@pytest.mark.ray
+def test_resume_refuses_packs_for_an_asha_experiment(tmp_path):
+    (tmp_path / "space.py").write_text(PACK_SPACE)
+    proc = run_module("pipelines.svm", "--space", "space.py", "--scheduler", "asha", "--name",
+                      "exp", "--num-cpus", "2", "--no-report", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_module("pipelines.svm", "--resume", "--name", "exp", "--configs-per-trial", "4",
+                      cwd=str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --configs-per-trial applies only to --algo grid or random with --scheduler fifo")

@@ -51,6 +51,7 @@ class ListedSearcher(TrialOrder, PickledState, Searcher):
                              f"got {configs_per_trial!r}")
         self.configs_per_trial = configs_per_trial
         self.slots = 1
+        self._live: set[str] = set()  # packs handed out and not ended
 
     @property
     def packs(self) -> bool:
@@ -97,12 +98,20 @@ class ListedSearcher(TrialOrder, PickledState, Searcher):
                          dict(self._configs[index]))
             members.append(taken)
         if not members:
-            return Searcher.FINISHED
+            # A pack still running may hand members back (``requeue``): finish after it.
+            return None if self._live else Searcher.FINISHED
         self._packs[trial_id] = members
+        self._live.add(trial_id)
         return {PACK_KEY: [config for _, config in members]}
 
+    def requeue(self, members: list[tuple[Placement, dict[str, Any]]]) -> None:
+        """Members a failed pack never ran: first in line again, under their ids (Tune calls
+        ``on_trial_complete`` on the pack before its callbacks hand them back, and asks for the
+        next suggestion after both)."""
+        self._reruns[:0] = [(placement, dict(config), None) for placement, config in members]
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        pass
+        self._live.discard(trial_id)
 
     def get_state(self) -> dict[str, Any]:
         return {"configs": self._configs, "queue": self._queue}
