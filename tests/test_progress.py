@@ -46,6 +46,20 @@ def test_resumed_trials_do_not_count_toward_the_rate():
     assert progress.eta_s(100.0) is None
 
 
+def _read_until_newline(fd: int, timeout: float = 10.0) -> str:
+    """What the terminal got, up to the final newline: the pty hands written bytes to its reader
+    asynchronously, so one read on a busy machine can return only the first of them."""
+    import select
+    import time
+
+    out, deadline = b"", time.monotonic() + timeout
+    while not out.endswith(b"\n") and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            out += os.read(fd, 4096)
+    return out.decode()
+
+
 def test_terminal_redraws_one_line_in_place():
     leader, follower = pty.openpty()
     stream = os.fdopen(follower, "w")
@@ -57,7 +71,7 @@ def test_terminal_redraws_one_line_in_place():
         t.status = "TERMINATED"
         progress.on_trial_complete(0, [t], t)
         progress.on_experiment_end([t])
-        out = os.read(leader, 4096).decode()
+        out = _read_until_newline(leader)
     finally:
         stream.close()
         os.close(leader)
