@@ -107,21 +107,22 @@ class ResultsCallback(Callback):
         if end is not None:
             pause_point("member_end")  # the reliability tests kill the driver here
 
+    def _member_error(self, trial: Any, position: int, placement: Any, config: dict,
+                      error: str) -> None:
+        """End a member as an error row; one the pack never started is started first, so each
+        config keeps its row."""
+        if position not in self._opened.get(trial.trial_id, set()):
+            self.writer.start_trial(placement.trial_id, placement.index, config,
+                                    source=placement.source)
+        self.writer.end_trial(placement.trial_id, STATUS_ERROR, error=error)
+
     def _close_members(self, trial: Any, why: str) -> None:
-        """A pack ended: every member it did not end is an error row with ``why`` (one that
-        never started is started first, so each config keeps its row)."""
+        """A pack ended: every member it did not end is an error row with ``why``."""
         opened = self._opened.get(trial.trial_id, set())
         for position, (placement, config) in enumerate(self._members(trial)):
-            journal_id = placement.trial_id
-            if self.writer.is_ended(journal_id):
-                continue
-            if position not in opened:
-                self.writer.start_trial(journal_id, placement.index, config,
-                                        source=placement.source)
-                why_here = f"not run: {why}"
-            else:
-                why_here = why
-            self.writer.end_trial(journal_id, STATUS_ERROR, error=why_here)
+            if not self.writer.is_ended(placement.trial_id):
+                self._member_error(trial, position, placement, config,
+                                   why if position in opened else f"not run: {why}")
 
     def _failed_pack(self, trial: Any, error: str) -> None:
         """A pack's process failed (killed, out of memory, its node lost). Members run in order,
@@ -134,11 +135,7 @@ class ResultsCallback(Callback):
                 if not self.writer.is_ended(placement.trial_id)]
         if not left:
             return
-        position, placement, config = left[0]
-        if position not in self._opened.get(trial.trial_id, set()):
-            self.writer.start_trial(placement.trial_id, placement.index, config,
-                                    source=placement.source)
-        self.writer.end_trial(placement.trial_id, STATUS_ERROR, error=error)
+        self._member_error(trial, *left[0], error)
         requeue = getattr(self.searcher, "requeue", None)
         if requeue is not None and len(left) > 1:
             requeue([(placement, config) for _, placement, config in left[1:]])
@@ -334,9 +331,11 @@ class ProgressCallback(Callback):
             self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         ):
             self.best, self.best_config = float(value), dict(config)
-        ended = self._ended_members.setdefault(trial.trial_id, set()) if pack else set()
-        if pack is not None and MEMBER_END in result and int(result[MEMBER]) not in ended:
-            ended.add(int(result[MEMBER]))  # once, also when a retried pack runs it again
+        if pack is None or MEMBER_END not in result:
+            return
+        ended = self._ended_members.setdefault(trial.trial_id, set())
+        if int(result[MEMBER]) not in ended:  # once, also when a retried pack runs it again
+            ended.add(int(result[MEMBER]))
             self.done += 1
             self.errors += MEMBER_ERROR in result
             self._show(trials)
