@@ -333,11 +333,6 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     max_concurrent = args.max_concurrent or default_concurrency(demand)
     if getattr(prep.searcher, "packs", False):
         prep.searcher.slots = max_concurrent  # sizes the packs (guided self-scheduling)
-        # A member that fails closes with a report that has no score (ResultsCallback makes it
-        # an error row); Tune's check that every report holds the metric (read on the driver at
-        # each result; documented among Tune's environment variables) would fail the whole pack.
-        # ``run`` puts the variable back after the run.
-        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     writer.run_info["resources"] = " ".join(
         f"{k}={_short(v)}" for k, v in ray_resource_names(demand).items() if v
     )
@@ -543,6 +538,12 @@ def run(task: Task, args: argparse.Namespace) -> int:
     interrupted = False
     if remaining > 0:
         strict_check = os.environ.get("TUNE_DISABLE_STRICT_METRIC_CHECKING")
+        if getattr(prep.searcher, "packs", False):
+            # A pack's member that fails closes with a report that has no score
+            # (ResultsCallback makes it an error row); Tune's check that every report holds the
+            # metric (read on the driver at each result; documented among Tune's environment
+            # variables) would fail the whole pack. Put back after the run.
+            os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         tuner = build_tuner(task, prep, data, writer, progress, remaining, journal_log)
         phases["tuner_build"] = time.time() - tune_started
         try:
