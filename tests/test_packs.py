@@ -25,7 +25,6 @@ from pipelines.packs import (
 from search_spaces.space import Categorical, LogFloat, Space
 from tests.helpers import run_module
 
-
 # --- pack sizes ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n, slots", [(36, 2), (300, 2), (7, 4), (1000, 8), (1, 1)])
