@@ -260,7 +260,9 @@ def evaluate_split(model, dataset, device, batch_size: int = 512,
 
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    # Sums stay on the device until the end: one host sync per split, not one per batch.
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    count = 0
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             x, y = dataset.__getitems__(range(start, min(start + batch_size, len(dataset))))
@@ -268,10 +270,11 @@ def evaluate_split(model, dataset, device, batch_size: int = 512,
             with _autocast(device, precision):
                 logits = model(x)
             logits = logits.float()
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == y).sum())
+            sums[0] += F.cross_entropy(logits, y, reduction="sum")
+            sums[1] += (logits.argmax(dim=1) == y).sum()
             count += len(y)
     model.train(was_training)
+    loss_sum, correct = sums.tolist()
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
@@ -419,8 +422,11 @@ def train_loop(
             # towards the target data while the weights stay put.
             raw_model.backbone.eval()
         sampler.set_epoch(epoch)
-        loss_sum = correct = count = norm_sum = clipped = steps = skipped = 0.0
+        count = steps = 0
         head_lr = backbone_lr = 0.0
+        # loss, correct, grad-norm sum, clipped steps, skipped steps: summed on the device, read
+        # once after the epoch, so a step never waits for the GPU to finish the one before.
+        sums = torch.zeros(5, dtype=torch.float64, device=device)
         train_start = time.perf_counter()
         for x, y in loader:
             x = _channels_last(device, x.to(device, non_blocking=True))
@@ -435,24 +441,25 @@ def train_loop(
                     param.grad = None
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             with_grad = [p for p in all_params if p.grad is not None]
-            norm = float(torch.nn.utils.clip_grad_norm_(with_grad, clip if clip else math.inf))
+            norm = torch.nn.utils.clip_grad_norm_(with_grad, clip if clip else math.inf).double()
             head_lr = optimizer.param_groups[1]["lr"]
             backbone_lr = 0.0 if frozen else optimizer.param_groups[0]["lr"]
-            if scaler.is_enabled() and not math.isfinite(norm):
-                # fp16 overflow: the scaler skips this step and lowers its scale; the step is
-                # counted, not averaged into the gradient norm (a diverged run still ends as an
-                # error through its loss).
-                skipped += 1
-            else:
-                norm_sum += norm
-                clipped += float(clip is not None and norm > clip)
+            # fp16 overflow: the scaler skips the step and lowers its scale; such a step is
+            # counted, not averaged into the gradient norm (a diverged run still ends as an error
+            # through its loss). Without a scaler every step counts.
+            ok = torch.isfinite(norm) if scaler.is_enabled() else torch.ones_like(norm)
+            sums[2] += torch.where(ok.bool(), norm, 0.0)
+            if clip:
+                sums[3] += ok.bool() & (norm > clip)
+            sums[4] += ~ok.bool()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
-            correct += float((logits.detach().argmax(dim=1) == y).sum())
+            sums[0] += loss.detach().double() * len(y)
+            sums[1] += (logits.detach().argmax(dim=1) == y).sum()
             count += len(y)
             steps += 1
+        loss_sum, correct, norm_sum, clipped, skipped = sums.tolist()  # waits for the GPU
         train_seconds = time.perf_counter() - train_start
         session.sync_buffers(raw_model)
         loss_sum, correct, count, norm_sum, clipped, steps, skipped = session.all_reduce_sum(
