@@ -9,7 +9,7 @@ samples per second of the epochs after the first (the first pays cuDNN's autotun
 allocator warm-up), the last val accuracy and the peak GPU memory. Random images have nothing to
 learn: the resnet18 accuracy line only shows the loop ran, the throughput is the point.
 
-    python benchmarks/gpu_check.py [--device cuda] [--epochs 4] [--images 4096]
+    python benchmarks/gpu_check.py [--device cuda] [--epochs 4] [--images 4096] [--image-size 64]
 
 On a machine without CUDA, ``--device cpu`` runs the same code (slowly; bf16/fp16 autocast on
 the CPU), which is how it is tested where no GPU is lent.
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--images", type=int, default=4096, help="resnet18's synthetic images")
+    parser.add_argument("--image-size", type=int, default=64, help="their side in pixels")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--models", default="small_cnn,resnet18")
     parser.add_argument("--precisions", default="fp32,bf16,fp16")
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
     name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
     print(f"device {name}; torch {torch.__version__}; {args.epochs} epochs per run; "
-          f"batch {args.batch_size}", flush=True)
+          f"batch {args.batch_size}; resnet18 on {args.images} images of {args.image_size} px",
+          flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         for model_name in args.models.split(","):
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 folder = os.path.join(tmp, "images")
                 if not os.path.isdir(folder):
-                    write_image_folder(folder, args.images)
-                data_spec = resolve_dataset(folder, image_size=64)
+                    write_image_folder(folder, args.images, size=args.image_size)
+                data_spec = resolve_dataset(folder, image_size=args.image_size)
             for precision in args.precisions.split(","):
                 if precision == "bf16" and args.device.startswith("cuda") and \
                         not torch.cuda.is_bf16_supported():
