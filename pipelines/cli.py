@@ -35,6 +35,23 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_BAD_INPUT)
 
 
+def call_main(main: Callable[[], int | None]) -> int | None:
+    """``main()`` for a ``__main__`` block, where a reader that closed our stdout early
+    (``... | head``) ends the process quietly with exit code 1 instead of a BrokenPipeError
+    traceback (the way Python's documentation gives, which keeps SIGPIPE ignored so a dropped
+    socket still raises). The pipelines print to stdout only after every result is written.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()  # so a write still in the buffer fails here, inside the guard
+        return code
+    except BrokenPipeError:
+        # Point stdout at /dev/null: the interpreter's own last flush would fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
 def exit_process(code: int | None) -> NoReturn:
     """End a pipeline's process with ``code`` once ``main`` returned: skip the interpreter's
     teardown, keep everything a normal exit does for the user.

@@ -609,4 +609,4 @@ def format_summary(summary: pd.DataFrame, unit: ComputeUnit) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.call_main(main))

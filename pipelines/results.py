@@ -763,4 +763,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from pipelines import cli
+
+    raise SystemExit(cli.call_main(main))

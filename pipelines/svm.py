@@ -136,4 +136,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.exit_process(main())
+    cli.exit_process(cli.call_main(main))

@@ -340,3 +340,22 @@ def test_output_elsewhere_puts_the_figures_beside_the_page(tmp_path):
     report.write_report([exp.location], str(target))
     assert parse(str(target)).images[0] == "r_files/best_so_far_trials.png"
     assert os.path.isfile(target.parent / "r_files" / "best_so_far_trials.png")
+
+
+def test_a_reader_that_leaves_early_ends_the_cli_quietly(tmp_path):
+    """``python -m pipelines.report EXP | head -0``: the page is written, the closed pipe ends
+    the process with exit 1 and no BrokenPipeError traceback."""
+    good = _five_trials(tmp_path).location
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: the first write to stdout fails with EPIPE
+    try:
+        env = dict(os.environ, PYTHONPATH=REPO)
+        env.pop("RAY_ADDRESS", None)
+        proc = subprocess.run([sys.executable, "-m", "pipelines.report", good], cwd=REPO,
+                              env=env, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+    assert os.path.isfile(os.path.join(good, "report.html"))
