@@ -639,6 +639,34 @@ def test_kernel_prior_gradient_matches_its_value():
         np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-6)
 
 
+def test_fast_likelihood_is_the_gp_likelihood_and_its_gradient():
+    """``_matern52_lml`` (the fit's objective, without scikit-learn's (n, n, dims) gradient
+    array): its value is the Gaussian log marginal likelihood scikit-learn defines for the same
+    kernel, and its gradient agrees with central differences of that value."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    from pipelines.searchers._bayesopt import _matern52_lml, gp_params
+
+    rng = np.random.default_rng(1)
+    for n, dims in [(3, 1), (30, 4), (90, 7)]:
+        x, y = rng.random((n, dims)), rng.normal(size=n)
+        reference = GaussianProcessRegressor(**dict(gp_params(dims, 0, n), optimizer=None))
+        reference.fit(x, y)
+        bounds = reference.kernel_.bounds
+        for _ in range(4):
+            theta = rng.uniform(bounds[:, 0], bounds[:, 1])
+            value, gradient = _matern52_lml(reference.X_train_, reference.y_train_, theta, 1e-8,
+                                            True)
+            assert value == pytest.approx(reference.log_marginal_likelihood(theta), rel=1e-8)
+            h = 1e-6
+            numeric = [(_matern52_lml(reference.X_train_, reference.y_train_, theta + e, 1e-8,
+                                      False)
+                        - _matern52_lml(reference.X_train_, reference.y_train_, theta - e, 1e-8,
+                                        False)) / (2 * h)
+                       for e in np.eye(len(theta)) * h]
+            np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-4)
+
+
 def test_prior_keeps_length_scales_away_from_the_bounds_on_few_points():
     """Maximum likelihood on 6 points in 6 dimensions tends to put length scales at a bound;
     the prior keeps every one strictly inside, where the search can use it."""
