@@ -59,8 +59,7 @@ def run_one(model_name: str, data_spec, precision: str, epochs: int, device: str
 
     model_spec = resolve_model(model_name, "none", data_spec)
     if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats()  # (train_loop turns cuDNN's autotuner on itself)
     start = time.perf_counter()
     with DeviceSession() as session:
         train_loop({"batch_size": batch_size, "patience": 0, "lr": 1e-3, "freeze_epochs": 0},

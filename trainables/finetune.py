@@ -337,6 +337,10 @@ def train_loop(
     _seed_everything(seed)
     splits = load_dataset(data_spec)
     device = session.device
+    if device.type == "cuda":
+        # Every batch has one image shape (the last may be smaller): cuDNN's autotuner picks the
+        # fastest convolution algorithm once per shape, then reuses it.
+        torch.backends.cudnn.benchmark = True
     raw_model = _channels_last(device, build_from_spec(model_spec).to(device))
     optimizer = _make_optimizer(cfg, raw_model)
     # fp16's narrow range underflows small gradients: scale the loss, unscale before clipping,
