@@ -38,18 +38,36 @@ def fail(message: str) -> NoReturn:
 def call_main(main: Callable[[], int | None]) -> int | None:
     """``main()`` for a ``__main__`` block, where a reader that closed our stdout early
     (``... | head``) ends the process quietly with exit code 1 instead of a BrokenPipeError
-    traceback (the way Python's documentation gives, which keeps SIGPIPE ignored so a dropped
-    socket still raises). The pipelines print to stdout only after every result is written.
+    traceback, the way Python's documentation gives (SIGPIPE stays ignored).
+
+    Only a broken stdout is taken for that: a BrokenPipeError from anything else (a socket, a
+    worker's pipe) still raises with its traceback. The summary lines come after every result
+    is written; with ``--verbose`` Ray Tune also prints its table to stdout during the run,
+    where a closed reader stops the run as before (resumable with ``--resume``), quietly now.
     """
     try:
         code = main()
         sys.stdout.flush()  # so a write still in the buffer fails here, inside the guard
         return code
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise
         # Point stdout at /dev/null: the interpreter's own last flush would fail again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or no real file behind stdout
+        return False
 
 
 def exit_process(code: int | None) -> NoReturn:

@@ -359,3 +359,19 @@ def test_a_reader_that_leaves_early_ends_the_cli_quietly(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr == ""
     assert os.path.isfile(os.path.join(good, "report.html"))
+
+
+def test_a_broken_pipe_elsewhere_than_stdout_still_raises(tmp_path):
+    """Only a closed stdout ends quietly: a dropped socket or worker pipe inside main (here a
+    raised BrokenPipeError, stdout a healthy file) keeps its traceback."""
+    code = ("import sys\nfrom pipelines import cli\n"
+            "def main():\n    print('kept')\n    raise BrokenPipeError(32, 'a worker pipe')\n"
+            "sys.exit(cli.call_main(main))\n")
+    out = tmp_path / "out.txt"
+    with open(out, "w") as stdout:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == "BrokenPipeError: [Errno 32] a worker pipe"
+    assert out.read_text() == "kept\n"
