@@ -665,6 +665,38 @@ def test_fast_likelihood_is_the_gp_likelihood_and_its_gradient():
                                         False)) / (2 * h)
                        for e in np.eye(len(theta)) * h]
             np.testing.assert_allclose(gradient, numeric, rtol=1e-4, atol=1e-4)
+            _, sklearn_gradient = reference.log_marginal_likelihood(theta, eval_gradient=True)
+            np.testing.assert_allclose(gradient, sklearn_gradient, rtol=1e-6, atol=1e-8)
+
+
+def test_the_map_fit_takes_the_fast_likelihood_only_for_its_own_kernel(monkeypatch):
+    """_PriorGP's objective is _matern52_lml plus the prior for gp_params' kernel; with any
+    other kernel (here Matern-3/2) it falls back to scikit-learn's general code."""
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+    from pipelines.searchers import _bayesopt
+    from pipelines.searchers._bayesopt import _log_prior, _PriorGP, gp_params
+
+    rng = np.random.default_rng(2)
+    x, y = rng.random((25, 3)), rng.normal(size=25)
+    calls = []
+    fast = _bayesopt._matern52_lml
+
+    def counted(*args):
+        calls.append(1)
+        return fast(*args)
+
+    monkeypatch.setattr(_bayesopt, "_matern52_lml", counted)  # a spy: same function
+    gp = _PriorGP(**gp_params(3, 0, 25)).fit(x, y)
+    assert calls, "gp_params' kernel did not take the fast likelihood"
+    theta = gp.kernel_.theta
+    expected = fast(gp.X_train_, gp.y_train_, theta, 1e-8, False) + _log_prior(theta)[0]
+    assert gp.log_marginal_likelihood(theta) == pytest.approx(expected, rel=1e-12)
+    calls.clear()
+    other = (ConstantKernel(1.0, (1e-2, 1e2)) * Matern(np.ones(3), (1e-2, 1e2), nu=1.5)
+             + WhiteKernel(1e-2, (1e-6, 1e-1)))
+    _PriorGP(kernel=other, alpha=1e-8, normalize_y=True, random_state=0).fit(x, y)
+    assert not calls
 
 
 def test_prior_keeps_length_scales_away_from_the_bounds_on_few_points():

@@ -639,7 +639,7 @@ class _PriorGP(GaussianProcessRegressor):
         if theta is None:  # the fitted model's own value: reported without the prior
             return super().log_marginal_likelihood(theta, eval_gradient, clone_kernel)
         theta = np.asarray(theta, dtype=float)
-        if self.kernel_.n_dims == self.X_train_.shape[1] + 2 and np.ndim(self.alpha) == 0:
+        if _is_gp_params_kernel(self.kernel_) and np.ndim(self.alpha) == 0:
             result = _matern52_lml(self.X_train_, self.y_train_, theta, float(self.alpha),
                                    eval_gradient)
         else:  # not gp_params' kernel: scikit-learn's general code
@@ -673,6 +673,17 @@ def _warp_targets(observed: np.ndarray, values: np.ndarray) -> np.ndarray:
     transform = PowerTransformer(method="yeo-johnson", standardize=True)
     transform.fit(-observed[:, None])
     return -transform.transform(-values[:, None])[:, 0]
+
+
+def _is_gp_params_kernel(kernel) -> bool:
+    """Whether ``kernel`` is ``gp_params``' amplitude x ARD Matern-5/2 + white noise, the one
+    ``_matern52_lml`` computes."""
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern, Product, Sum, WhiteKernel
+
+    return (isinstance(kernel, Sum) and isinstance(kernel.k2, WhiteKernel)
+            and isinstance(kernel.k1, Product) and isinstance(kernel.k1.k1, ConstantKernel)
+            and isinstance(kernel.k1.k2, Matern) and kernel.k1.k2.nu == 2.5
+            and not any(h.fixed for h in kernel.hyperparameters))
 
 
 def _matern52_lml(X: np.ndarray, y: np.ndarray, theta: np.ndarray, jitter: float,
