@@ -142,6 +142,37 @@ def test_discrete_only_space_merges_repeats_silently(monkeypatch):
     assert [c["flag"] for c in configs[3:]].count(True) >= 6
 
 
+def test_a_config_already_seen_is_not_suggested_again_while_others_are_left():
+    """The optimum in a corner of the box (both log-floats at a bound, as lr or C often are):
+    the local searches run into the corner, and a model that keeps some variance at a point it
+    has seen then suggested that one config over and over (23-25 times in 30 trials). Here no
+    config comes twice. In a 10-config discrete space every model suggestion is new until all
+    10 have been seen; then repeats are allowed."""
+    space = Space(C=LogFloat(1e-2, 1e3), gamma=LogFloat(1e-5, 10.0))
+
+    def corner(c):
+        return math.log10(c["C"]) + math.log10(c["gamma"]) + 0.01 * math.sin(30 * math.log10(c["C"]))
+
+    for seed in (0, 1):
+        configs = drive(BayesOptSearcher(space, metric="score", mode="min", seed=seed), 25,
+                        fn=corner)
+        keys = [tuple(sorted(c.items())) for c in configs]
+        assert len(set(keys)) == len(keys), seed
+        assert min(map(corner, configs)) < corner({"C": 1e3, "gamma": 1e-5}) + 0.5  # it got there
+
+    small = Space(k=Int(0, 4), o=Categorical(["a", "b"]))
+    searcher = BayesOptSearcher(small, metric="score", mode="min", seed=0, n_init=3)
+    seen: set = set()
+    for i in range(16):
+        config = searcher.suggest(f"t{i}")
+        key = (config["k"], config["o"])
+        if i >= searcher.n_init and len(seen) < 10:
+            assert key not in seen, (i, key)
+        seen.add(key)
+        searcher.on_trial_complete(f"t{i}", {"score": abs(config["k"] - 2) + (config["o"] == "a")})
+    assert len(seen) == 10
+
+
 def test_expected_improvement_acquisition_also_works():
     space = Space(x=Float(-5.0, 5.0), kernel=Categorical(["a", "b"]))
     searcher = BayesOptSearcher(space, metric="loss", mode="min", seed=0, n_init=4,
