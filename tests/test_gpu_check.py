@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO as ROOT
 
 # Blocks the packages the device machine lacks, then runs the script as ``python gpu_check.py``.
 _RUN_WITHOUT_RAY = """

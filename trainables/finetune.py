@@ -451,11 +451,12 @@ def train_loop(
             # fp16 overflow: the scaler skips the step and lowers its scale; such a step is
             # counted, not averaged into the gradient norm (a diverged run still ends as an error
             # through its loss). Without a scaler every step counts.
-            ok = torch.isfinite(norm) if scaler.is_enabled() else torch.ones_like(norm)
-            sums[2] += torch.where(ok.bool(), norm, 0.0)
+            ok = torch.isfinite(norm) if scaler.is_enabled() else \
+                torch.ones_like(norm, dtype=torch.bool)
+            sums[2] += torch.where(ok, norm, 0.0)
             if clip:
-                sums[3] += ok.bool() & (norm > clip)
-            sums[4] += ~ok.bool()
+                sums[3] += ok & (norm > clip)
+            sums[4] += ~ok
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

@@ -864,9 +864,12 @@ class _MixedSpaceSearch:
 def _seen(points: np.ndarray, known: np.ndarray, tol: float = 1e-9) -> np.ndarray:
     """Per row of ``points``: whether it equals (within ``tol`` on every column of the unit box)
     a row of ``known``."""
+    from scipy.spatial.distance import cdist
+
     if not len(known):
         return np.zeros(len(points), dtype=bool)
-    return np.array([bool(np.any(np.all(np.abs(known - p) <= tol, axis=1))) for p in points])
+    # Chebyshev distance: the largest difference over the columns, all pairs in one C loop.
+    return cdist(points, known, "chebyshev").min(axis=1) <= tol
 
 
 class _LogEI(_MixedSpaceSearch, acquisition.ExpectedImprovement):
