@@ -36,6 +36,7 @@ Usage (from the repository root; Optuna and matplotlib come with ``pip install -
     python benchmarks/search_quality.py --quick                 # a ~2-minute smoke run
     python benchmarks/search_quality.py --jobs 2 --plot regret.png   # budgets 20/40/80, 10 seeds
     python benchmarks/search_quality.py --problems synthetic --methods bayesopt,gp --parallel 1
+    python benchmarks/search_quality.py --scaling 100,300,600,1000 --methods bayesopt,gp
 """
 
 from __future__ import annotations
@@ -260,6 +261,26 @@ def time_suggestions(methods: list[str], repeats: int, n_obs: int = 100) -> dict
     return out
 
 
+def scaling(methods: list[str], counts: list[int], repeats: int, versions: str) -> int:
+    """``--scaling``: one suggestion's seconds against the number of observations, per method.
+
+    An exact GP costs O(n^3) per fit; this shows where a long search starts to pay for it.
+    """
+    timed = [m for m in methods if m in ("bayesopt", "gp", "tpe")]
+    if not timed:
+        raise SystemExit("--scaling times bayesopt, gp or tpe: name one of them in --methods")
+    print(f"one suggestion on hpo6 (6-dim mixed), median of {repeats}, seconds ({versions})")
+    rows = []
+    for n in counts:
+        seconds = time_suggestions(timed, repeats, n_obs=n)
+        rows.append([str(n)] + [f"{seconds[m]:.3f}" for m in timed])
+        print(json.dumps({"record": "suggestion_seconds", "observations": n,
+                          **{m: round(seconds[m], 4) for m in timed}}), flush=True)
+    print()
+    print_table(["observations", *timed], rows)
+    return 0
+
+
 # --- report --------------------------------------------------------------------------------------
 
 def group_summary(cells: dict, problems: list[str], kinds: dict[str, str], methods: list[str],
@@ -373,7 +394,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", metavar="PATH.png", help="write regret against trials here")
     parser.add_argument("--timing-repeats", type=int, default=None,
                         help="suggestions timed for the 100-observation figure (default 5)")
+    parser.add_argument("--scaling", type=_csv(int), default=None, metavar="N1,N2,...",
+                        help="only time one suggestion of each model-based method with N1, N2, "
+                             "... observations on hpo6, and print how it grows (no searches)")
     args = parser.parse_args(argv)
+    if args.scaling and any(n < 1 for n in args.scaling):
+        parser.error("--scaling: observation counts must be positive")
     quick = QUICK if args.quick else {}
     args.budgets = sorted(set(args.budgets or quick.get("budgets") or [20, 40, 80]))
     args.seeds = args.seeds or quick.get("seeds") or 10
@@ -412,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(m not in PROJECT_METHODS for m in methods):
         import optuna
         versions += f", optuna {optuna.__version__}"
+    if args.scaling:
+        return scaling(methods, args.scaling, args.timing_repeats, versions)
     print(f"search quality: {len(problems)} problems x {len(methods)} methods x "
           f"{args.seeds} seeds x modes {','.join(mode_name(f) for f in modes)}, budgets "
           f"{','.join(map(str, budgets))} ({versions})")
