@@ -7,8 +7,10 @@ plus the scheduling gap before the next trial. Trials run one at a time, so noth
     python benchmarks/finetune_overhead.py            # 3 trials at N=1, 2 trials at N=2
     python benchmarks/finetune_overhead.py --trials 5 --epochs 2
     python benchmarks/finetune_overhead.py --ddp-only --ddp-trials 5   # N=2 and its phases
+    python benchmarks/finetune_overhead.py --ddp-only --ddp-trials 6 --reuse-ddp --repeats 5
 
-Prints one table and the ratio of each overhead to its target (N=1: 3 s; N=2: 10 s), then
+Prints one table and the ratio of each overhead to its target (N=1: 3 s; N=2: 10 s), with
+``--repeats`` one row per run (each on a fresh local Ray) and the median over runs, then
 where an N=2 trial's time goes: each phase's median over the trials, stamped by ``PhaseStamps``,
 a Ray Train callback this script installs through ``RAY_TRAIN_CALLBACKS`` (no project code
 changes for it).
@@ -248,8 +250,12 @@ def main(argv=None) -> int:
     parser.add_argument("--ddp-only", action="store_true", help="only the N=2 row and its phases")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="set in every Ray process (e.g. a RAY_TRAIN_* setting to compare)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="whole runs, each on a fresh local Ray; prints their median")
     parser.add_argument("--reuse-ddp", action="store_true", help="N=2 trials with reuse_actors")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     for item in args.env:
         name, _, value = item.partition("=")
         os.environ[name] = value
@@ -265,46 +271,67 @@ def main(argv=None) -> int:
     os.environ["RAY_TRAIN_CALLBACKS"] = f"{Path(__file__).stem}.PhaseStamps"
     import ray
 
-    began = time.perf_counter()
-    # address="local": a new cluster even where `ray start` left one running on this machine.
-    ray.init(address="local", num_cpus=args.cpus, include_dashboard=True, log_to_driver=False)
-    init_seconds = time.perf_counter() - began
-    rows = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="finetune-overhead-") as storage:
-            if not args.ddp_only:
-                rows.append(run_study(1, args.trials, args.epochs, False, storage))
-            if not (args.no_reuse or args.ddp_only):
-                rows.append(run_study(1, args.trials, args.epochs, True, storage))
-            rows.append(run_study(2, args.ddp_trials, args.epochs, args.reuse_ddp, storage))
-    finally:
-        ray.shutdown()
+    runs, init_seconds = [], []
+    for repeat in range(args.repeats):
+        began = time.perf_counter()
+        # address="local": a new cluster even where `ray start` left one running here.
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=True,
+                 log_to_driver=False)
+        init_seconds.append(time.perf_counter() - began)
+        rows = []
+        try:
+            with tempfile.TemporaryDirectory(prefix="finetune-overhead-") as storage:
+                if not args.ddp_only:
+                    rows.append(run_study(1, args.trials, args.epochs, False, storage))
+                if not (args.no_reuse or args.ddp_only):
+                    rows.append(run_study(1, args.trials, args.epochs, True, storage))
+                rows.append(run_study(2, args.ddp_trials, args.epochs, args.reuse_ddp, storage))
+        finally:
+            ray.shutdown()
+        runs.append(rows)
+        if args.repeats > 1:
+            print(f"[repeat {repeat + 1}/{args.repeats}] overhead per trial: "
+                  + ", ".join(f"N={r['workers']} reuse={r['reuse']} {r['per_trial']:.2f} s"
+                              for r in rows), flush=True)
 
     print(
-        f"\nray.init (with dashboard): {init_seconds:.1f} s; {args.epochs} epoch(s) of "
+        f"\nray.init (with dashboard): {statistics.median(init_seconds):.1f} s"
+        f"{' (median)' if args.repeats > 1 else ''}; {args.epochs} epoch(s) of "
         f"digits-transfer per trial, trials run one at a time, {args.cpus} CPUs\n"
     )
     header = (
-        f"{'N':>2} {'reuse':>5} {'trials':>6} {'in-loop s':>9} {'(setup)':>8} "
+        f"{'run':>3} {'N':>2} {'reuse':>5} {'trials':>6} {'in-loop s':>9} {'(setup)':>8} "
         f"{'trial wall':>10} {'overhead/trial':>14} {'(first)':>8} {'incl. gaps':>10} "
         f"{'tuner fixed':>11} {'target':>6} {'ratio':>6}"
     )
     print(header)
     print("-" * len(header))
-    for r in rows:
-        target = TARGET_SECONDS[r["workers"]]
-        print(
-            f"{r['workers']:>2} {str(r['reuse']):>5} {r['trials']:>6} {r['loop']:>9.2f} "
-            f"{r['setup']:>8.2f} {r['trial_wall']:>10.2f} {r['in_trial']:>14.2f} "
-            f"{r['first']:>8.2f} {r['per_trial']:>10.2f} {r['fixed']:>11.2f} {target:>6.1f} "
-            f"{r['per_trial'] / target:>6.2f}"
-        )
-    ddp = next(r for r in rows if r["workers"] == 2)
-    base = next((r for r in rows if r["workers"] == 1 and not r["reuse"]), None)
-    if base is not None:
-        print(f"\nratio N=2 / N=1 overhead per trial: "
-              f"{ddp['per_trial'] / max(base['per_trial'], 1e-9):.1f}x")
-    phases = ddp_phases(phases_file.name, ddp["rows"])
+    for repeat, rows in enumerate(runs, 1):
+        for r in rows:
+            target = TARGET_SECONDS[r["workers"]]
+            print(
+                f"{repeat:>3} {r['workers']:>2} {str(r['reuse']):>5} {r['trials']:>6} "
+                f"{r['loop']:>9.2f} {r['setup']:>8.2f} {r['trial_wall']:>10.2f} "
+                f"{r['in_trial']:>14.2f} {r['first']:>8.2f} {r['per_trial']:>10.2f} "
+                f"{r['fixed']:>11.2f} {target:>6.1f} {r['per_trial'] / target:>6.2f}"
+            )
+    if args.repeats > 1:
+        print(f"\nmedian over {args.repeats} runs of the overhead per trial (gaps included):")
+        for i, r in enumerate(runs[0]):
+            values = [rows[i]["per_trial"] for rows in runs]
+            target = TARGET_SECONDS[r["workers"]]
+            median = statistics.median(values)
+            print(f"  N={r['workers']} reuse={r['reuse']}: {median:.2f} s "
+                  f"[{' '.join(f'{v:.2f}' for v in values)}], target {target:.0f} s, ratio "
+                  f"{median / target:.2f}: {'met' if median <= target else 'missed'}; "
+                  f"{sum(v <= target for v in values)} of {len(values)} runs within it")
+    rows = [r for rows in runs for r in rows]
+    ddp_runs = [r for r in rows if r["workers"] == 2]
+    base = [r for r in rows if r["workers"] == 1 and not r["reuse"]]
+    if base:
+        ratios = [d["per_trial"] / max(b["per_trial"], 1e-9) for d, b in zip(ddp_runs, base, strict=True)]
+        print(f"\nratio N=2 / N=1 overhead per trial: {statistics.median(ratios):.1f}x")
+    phases = ddp_phases(phases_file.name, [t for d in ddp_runs for t in d["rows"]])
     if phases:
         print(f"\nN=2 trial phases, median of {len(phases)} trials (s):")
         for label in phases[0]:
