@@ -207,7 +207,7 @@ def make_trial(
         per_worker = {"CPU": cpus_per_worker}
         if gpus_per_worker:
             per_worker["GPU"] = gpus_per_worker
-        trainer = TorchTrainer(
+        trainer = _trainer_class(TorchTrainer)(
             train_worker,
             train_loop_config={
                 "config": dict(config),
@@ -236,6 +236,23 @@ def make_trial(
         trainer.fit()
 
     return finetune_ddp, dict(_DRIVER_RESOURCES)
+
+
+def _trainer_class(torch_trainer: type) -> type:
+    """``TorchTrainer`` with Train's placement group cleaner stopped without a wait.
+
+    Ray Train V2 adds its ``PlacementGroupCleanerCallback`` with no setting to change; its
+    shutdown waits 0-1 s for a poll (``trainables.train_callbacks``). Overrides Train's private
+    ``_create_default_callbacks``: if a Ray upgrade renames it, this class changes nothing and
+    tests/test_finetune_train_settings.py fails.
+    """
+    from trainables.train_callbacks import with_prompt_cleaner_stop
+
+    class Trainer(torch_trainer):
+        def _create_default_callbacks(self):
+            return with_prompt_cleaner_stop(super()._create_default_callbacks())
+
+    return Trainer
 
 
 def apply_train_settings(environ=None) -> dict[str, str]:

@@ -50,6 +50,27 @@ def test_metrics_callbacks_are_off_in_the_trial(monkeypatch):
                 if isinstance(c, (ControllerMetricsCallback, WorkerMetricsCallback))]
 
 
+def test_the_placement_group_cleaner_is_stopped_without_a_wait():
+    """The trial's trainer swaps Train's cleaner callback for ours (a Train internal)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import (
+        PlacementGroupCleanerCallback,
+    )
+
+    from pipelines.finetune_trial import _trainer_class
+    from trainables.train_callbacks import PromptCleanerStop
+
+    trainer = _trainer_class(TorchTrainer)(
+        lambda: None, scaling_config=ray.train.ScalingConfig(num_workers=2)
+    )
+    callbacks = trainer._create_default_callbacks()
+    cleaners = [c for c in callbacks if isinstance(c, PlacementGroupCleanerCallback)]
+    assert len(cleaners) == 1 and type(cleaners[0]) is PromptCleanerStop
+    # Ray's own callback still has the hook ours overrides (an upgrade that drops it fails here).
+    assert "before_controller_shutdown" in vars(PlacementGroupCleanerCallback)
+
+
 def test_a_value_the_user_exported_wins(monkeypatch):
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")
     assert apply_train_settings()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"

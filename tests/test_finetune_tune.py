@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -77,13 +78,34 @@ def test_one_worker_trials_report_epochs_and_checkpoints(cluster, specs, tmp_pat
     assert torch.equal(reloaded.backbone[0].weight, tuned["backbone.0.weight"])
 
 
+def assert_train_runs_left_nothing(wait_s: float = 20.0) -> None:
+    """No placement group still reserved and no placement group cleaner actor still alive."""
+    from ray.util.state import list_actors
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        groups = [g for g in ray.util.placement_group_table().values()
+                  if g["state"] not in ("REMOVED",)]
+        cleaners = list_actors(filters=[("class_name", "=", "PlacementGroupCleaner"),
+                                        ("state", "!=", "DEAD")])
+        if not groups and not cleaners:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"left behind: groups {groups}, cleaners {cleaners}")
+        time.sleep(0.5)
+
+
 def test_two_worker_trial_runs_data_parallel_through_ray_train(cluster, specs, tmp_path):
     data, model = specs
     trainable, resources = make_trial(data, model, epochs=2, workers_per_trial=2)
     assert resources["cpu"] == 0  # the idle driver; Train V2 reserves the workers itself
     assert trial_demand(2) == {"cpu": 2.0, "gpu": 0.0}
-    grid = fit(trainable, resources, {**CONFIG, "lr": 1e-2}, tmp_path, max_concurrent_trials=1)
-    assert not grid.errors, grid.errors
+    # Two trials in turn: the second's workers start only if the first's placement group was
+    # removed (the cleaner is stopped without a wait: trainables.train_callbacks).
+    grid = fit(trainable, resources, {**CONFIG, "lr": tune.grid_search([1e-2, 3e-3])}, tmp_path,
+               max_concurrent_trials=1)
+    assert len(grid) == 2 and not grid.errors, grid.errors
+    assert_train_runs_left_nothing()
     result = grid[0]
     assert result.metrics_dataframe["epoch"].tolist() == [1, 2]
     assert result.metrics["world_size"] == 2
