@@ -20,6 +20,7 @@ from pipelines.packs import (
     MEMBER_TIME,
 )
 from pipelines.results import STATUS_ERROR, STATUS_FINISHED, STATUS_STOPPED, ResultsWriter
+from pipelines.searchers._resume import RESUME_KEY
 
 
 class ResultsCallback(Callback):
@@ -244,10 +245,16 @@ class ProgressCallback(Callback):
     """
 
     def __init__(self, total: int, metric: str, mode: str, describe=None, stream=None,
-                 log_every_s: float = 10.0):
+                 log_every_s: float = 10.0, select: str = "best", step: str | None = None):
         self.total = total
         self.metric = metric
         self.mode = mode
+        # The run's one selection rule (``results.ranked_rows``), so the line names the config
+        # the run will report: ``best`` ranks a trial by its best report, ``last`` by its last
+        # one among the trials at the highest ``step`` (fidelity) reached; errors never count;
+        # ties go to the lowest trial_index.
+        self.select = select
+        self.step = step
         self.describe = describe or (lambda config: str(config))
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
@@ -261,6 +268,13 @@ class ProgressCallback(Callback):
         self.first_start: float | None = None  # wall clock of this run's first trial start
         # The searcher's ``members`` (set by the runner): packs count one trial per config.
         self.members = None
+        # The searcher's ``placement`` (set by the runner): each trial's journal id and index.
+        self.placement = None
+        # Per journal id: (trial_index, score under the rule, step, config).
+        self._scores: dict[str, tuple[int, float, float, dict]] = {}
+        self._order: dict[str, int] = {}  # Tune's creation order, where there is no placement
+        self._best_key: str | None = None
+        self._top_step = 0.0
         self._ended_members: dict[str, set[int]] = {}
         self._last_print = 0.0
         self._width = 0
@@ -270,6 +284,7 @@ class ProgressCallback(Callback):
         state = dict(self.__dict__)
         state["stream"] = None
         state["members"] = None
+        state["placement"] = None
         return state
 
     def _pack(self, trial: Any):
@@ -323,14 +338,80 @@ class ProgressCallback(Callback):
             self.first_start = time.time()
         self._show(trials)
 
+    # --- the best so far, by the run's selection rule ----------------------------------------
+    def seed(self, entries) -> None:
+        """Start from trials an earlier run ended: ``(journal id, trial_index, score, step,
+        config)`` each, the score under the rule (a resumed run's line counts them too)."""
+        for key, index, value, step, config in entries:
+            self._scores[key] = (int(index), float(value), float(step or 0.0), dict(config))
+        self._recompute()
+
+    def _where(self, trial: Any, trials: list) -> tuple[str, int]:
+        placement = self.placement(trial.trial_id) if self.placement is not None else None
+        if placement is not None:
+            return placement.trial_id, placement.index
+        if trial.trial_id not in self._order:  # as ResultsCallback: Tune's creation order
+            self._order[trial.trial_id] = next(
+                (i for i, t in enumerate(trials) if t is trial), len(trials))
+        return trial.trial_id, self._order[trial.trial_id]
+
+    def _rank(self, entry: tuple) -> tuple[float, int]:
+        sign = 1.0 if self.mode == "max" else -1.0
+        return (-sign * entry[1], entry[0])
+
+    def _set_best(self, key: str | None) -> None:
+        self._best_key = key
+        entry = self._scores.get(key) if key is not None else None
+        self.best = None if entry is None else entry[1]
+        self.best_config = None if entry is None else dict(entry[3])
+
+    def _recompute(self) -> None:
+        if self.select == "last":
+            self._top_step = max((e[2] for e in self._scores.values()), default=0.0)
+        eligible = [(self._rank(e), k) for k, e in self._scores.items()
+                    if self.select != "last" or e[2] >= self._top_step]
+        self._set_best(min(eligible)[1] if eligible else None)
+
+    def _offer(self, key: str, index: int, result: dict, config: dict) -> None:
+        value = result.get(self.metric)
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+        step = result.get(self.step) if self.step else None
+        step = float(step) if isinstance(step, (int, float)) else 0.0
+        old = self._scores.get(key)
+        if self.select == "best":
+            # A trial's best report; a later tie or a report with no score changes nothing.
+            if not finite or (old is not None and self._rank((index, value)) >= self._rank(old)):
+                return
+        elif not finite:  # its last report has no score: the trial does not rank
+            self._drop(key)
+            return
+        entry = (index, float(value), step, dict(config))
+        self._scores[key] = entry
+        best = self._scores.get(self._best_key) if self._best_key is not None else None
+        if self.select == "last" and (key == self._best_key or step > self._top_step):
+            self._recompute()  # the best trial's score fell, or a higher fidelity was reached
+        elif best is None or key == self._best_key or (
+                (self.select != "last" or step >= self._top_step)
+                and self._rank(entry) < self._rank(best)):
+            self._set_best(key)
+
+    def _drop(self, key: str) -> None:
+        if self._scores.pop(key, None) is not None and key == self._best_key:
+            self._recompute()
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         pack = self._pack(trial) if MEMBER in result else None
-        config = trial.config if pack is None else pack[int(result[MEMBER])][1]
-        value = result.get(self.metric)
-        if isinstance(value, (int, float)) and math.isfinite(value) and (
-            self.best is None or (value > self.best if self.mode == "max" else value < self.best)
-        ):
-            self.best, self.best_config = float(value), dict(config)
+        if pack is None:
+            key, index = self._where(trial, trials)
+            self._offer(key, index, result,
+                        {k: v for k, v in trial.config.items() if k != RESUME_KEY})
+        else:
+            placement, config = pack[int(result[MEMBER])]
+            if MEMBER_ERROR in result:
+                self._drop(placement.trial_id)
+            elif not result.get(MEMBER_CLOSING):  # a closing report carries no score
+                self._offer(placement.trial_id, placement.index, result, config)
         if pack is None or MEMBER_END not in result:
             return
         ended = self._ended_members.setdefault(trial.trial_id, set())
@@ -343,8 +424,11 @@ class ProgressCallback(Callback):
     def _close_pack(self, trial: Any, pack: list, trials: list, failed: bool) -> None:
         # As ResultsCallback does: a pack that ended leaves every member it did not end as an
         # error row; a failed one, only the member that was running (the rest run again).
-        left = len(pack) - len(self._ended_members.pop(trial.trial_id, set()))
-        left = min(left, 1) if failed else left
+        ended = self._ended_members.pop(trial.trial_id, set())
+        open_members = [i for i in range(len(pack)) if i not in ended]
+        left = min(len(open_members), 1) if failed else len(open_members)
+        for position in open_members[:left]:  # error rows: they do not rank
+            self._drop(pack[position][0].trial_id)
         self.done += left
         self.errors += left
         self._show(trials)
@@ -367,6 +451,7 @@ class ProgressCallback(Callback):
             return
         self.done += 1
         self.errors += 1
+        self._drop(self._where(trial, trials)[0])  # an error row does not rank
         self._show(trials)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

@@ -38,6 +38,7 @@ from pipelines.results import (
     SchemaVersionError,
     best_row,
     check_schema_version,
+    comparable_rows,
     package_versions,
     write_experiment_json,
 )
@@ -346,6 +347,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     if progress is not None:
         progress.scheduler = scheduler
         progress.members = getattr(prep.searcher, "members", None)
+        progress.placement = getattr(prep.searcher, "placement", None)
     callbacks = [ResultsCallback(writer, scheduler, prep.searcher)]
     callbacks += [progress] if progress is not None else []
     callbacks += trackers.callbacks(args, task.name, prep.storage.uri_of(args.name))
@@ -532,8 +534,13 @@ def run(task: Task, args: argparse.Namespace) -> int:
     from pipelines.callbacks import ProgressCallback
 
     progress = ProgressCallback(prep.num_trials, task.metrics.metric, task.metrics.mode,
-                                describe=describe_config)
+                                describe=describe_config, select=task.metrics.select,
+                                step=task.metrics.step)
     progress.done = progress.done_before = len(writer.log.ended())
+    if progress.done_before:  # a resumed run's line ranks the trials it kept, too
+        progress.seed((row["trial_id"], row["trial_index"], row[task.metrics.score_column],
+                       row.get(task.metrics.step), config_from_row(row, space))
+                      for row in comparable_rows(writer.finished_rows(), task.metrics))
     tune_started = time.time()
     interrupted = False
     if remaining > 0:
