@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -11,6 +10,7 @@ from typing import Any
 from ray.tune import Callback
 
 from pipelines.faults import pause_point
+from pipelines.journal import finite_number
 from pipelines.packs import (
     MEMBER,
     MEMBER_CLOSING,
@@ -20,7 +20,6 @@ from pipelines.packs import (
     MEMBER_TIME,
 )
 from pipelines.results import STATUS_ERROR, STATUS_FINISHED, STATUS_STOPPED, ResultsWriter
-from pipelines.searchers._resume import RESUME_KEY
 
 
 class ResultsCallback(Callback):
@@ -268,11 +267,12 @@ class ProgressCallback(Callback):
         self.first_start: float | None = None  # wall clock of this run's first trial start
         # The searcher's ``members`` (set by the runner): packs count one trial per config.
         self.members = None
-        # The searcher's ``placement`` (set by the runner): each trial's journal id and index.
+        # The searcher's ``placement`` (set by the runner): each trial's journal id.
         self.placement = None
+        # The run's ResultsWriter (set by the runner): the best so far is read from its journal.
+        self.writer = None
         # Per journal id: (trial_index, score under the rule, step, config).
         self._scores: dict[str, tuple[int, float, float, dict]] = {}
-        self._order: dict[str, int] = {}  # Tune's creation order, where there is no placement
         self._best_key: str | None = None
         self._top_step = 0.0
         self._ended_members: dict[str, set[int]] = {}
@@ -285,6 +285,7 @@ class ProgressCallback(Callback):
         state["stream"] = None
         state["members"] = None
         state["placement"] = None
+        state["writer"] = None
         return state
 
     def _pack(self, trial: Any):
@@ -338,22 +339,39 @@ class ProgressCallback(Callback):
             self.first_start = time.time()
         self._show(trials)
 
-    # --- the best so far, by the run's selection rule ----------------------------------------
-    def seed(self, entries) -> None:
-        """Start from trials an earlier run ended: ``(journal id, trial_index, score, step,
-        config)`` each, the score under the rule (a resumed run's line counts them too)."""
-        for key, index, value, step, config in entries:
-            self._scores[key] = (int(index), float(value), float(step or 0.0), dict(config))
-        self._recompute()
-
-    def _where(self, trial: Any, trials: list) -> tuple[str, int]:
+    # --- the best so far, read from the journal by the run's selection rule -----------------
+    # ResultsCallback runs before this callback on every event, so the journal already holds
+    # what the event changed; the line ranks what the run will report from the same records
+    # (retries, re-run packs and resumed trials included), not a copy kept on the side.
+    def _journal_id(self, trial: Any) -> str:
         placement = self.placement(trial.trial_id) if self.placement is not None else None
-        if placement is not None:
-            return placement.trial_id, placement.index
-        if trial.trial_id not in self._order:  # as ResultsCallback: Tune's creation order
-            self._order[trial.trial_id] = next(
-                (i for i, t in enumerate(trials) if t is trial), len(trials))
-        return trial.trial_id, self._order[trial.trial_id]
+        return placement.trial_id if placement is not None else trial.trial_id
+
+    def refresh_all(self) -> None:
+        """Rank every trial the journal holds (a resumed run's kept and re-run trials)."""
+        if self.writer is not None:
+            for key in list(self.writer.log.trials):
+                self._refresh(key)
+
+    def _refresh(self, key: str) -> None:
+        """Re-read one trial from the journal: its score under the rule, or no rank."""
+        if self.writer is None:
+            return
+        log = self.writer.log
+        trial = log.trials.get(key)
+        reports = log.epoch_reports(key) if trial is not None else []
+        if not reports or trial.get("status") == STATUS_ERROR:
+            self._drop(key)
+            return
+        last = reports[-1]["metrics"]
+        scored = last if self.select == "last" else (log.best_report(key, reports) or {}).get(
+            "metrics", {})
+        value = finite_number(scored.get(self.metric))
+        if value is None:
+            self._drop(key)
+            return
+        step = finite_number(last.get(self.step)) if self.step else None
+        self._upsert(key, (int(trial["trial_index"]), value, step or 0.0, trial["config"]))
 
     def _rank(self, entry: tuple) -> tuple[float, int]:
         sign = 1.0 if self.mode == "max" else -1.0
@@ -372,29 +390,26 @@ class ProgressCallback(Callback):
                     if self.select != "last" or e[2] >= self._top_step]
         self._set_best(min(eligible)[1] if eligible else None)
 
-    def _offer(self, key: str, index: int, result: dict, config: dict) -> None:
-        value = result.get(self.metric)
-        finite = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value)
-        step = result.get(self.step) if self.step else None
-        step = float(step) if isinstance(step, (int, float)) else 0.0
+    def _upsert(self, key: str, entry: tuple) -> None:
+        """One trial's (trial_index, score, step, config); keeps the best without a full pass
+        where it can (a run can hold thousands of trials)."""
         old = self._scores.get(key)
-        if self.select == "best":
-            # A trial's best report; a later tie or a report with no score changes nothing.
-            if not finite or (old is not None and self._rank((index, value)) >= self._rank(old)):
-                return
-        elif not finite:  # its last report has no score: the trial does not rank
-            self._drop(key)
-            return
-        entry = (index, float(value), step, dict(config))
         self._scores[key] = entry
-        best = self._scores.get(self._best_key) if self._best_key is not None else None
-        if self.select == "last" and (key == self._best_key or step > self._top_step):
-            self._recompute()  # the best trial's score fell, or a higher fidelity was reached
-        elif best is None or key == self._best_key or (
-                (self.select != "last" or step >= self._top_step)
-                and self._rank(entry) < self._rank(best)):
+        last, step = self.select == "last", entry[2]
+        if last and step > self._top_step:  # the first trial at a new highest fidelity
+            self._top_step = step
             self._set_best(key)
+        elif last and old is not None and old[2] >= self._top_step and step < old[2]:
+            self._recompute()  # it left the highest fidelity (a restart)
+        elif key == self._best_key:
+            if self._rank(entry) <= self._rank(old):
+                self._set_best(key)  # still the best
+            else:
+                self._recompute()  # its score fell (a retry replaced reports)
+        elif not (last and step < self._top_step):
+            best = self._scores.get(self._best_key) if self._best_key is not None else None
+            if best is None or self._rank(entry) < self._rank(best):
+                self._set_best(key)
 
     def _drop(self, key: str) -> None:
         if self._scores.pop(key, None) is not None and key == self._best_key:
@@ -403,15 +418,9 @@ class ProgressCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         pack = self._pack(trial) if MEMBER in result else None
         if pack is None:
-            key, index = self._where(trial, trials)
-            self._offer(key, index, result,
-                        {k: v for k, v in trial.config.items() if k != RESUME_KEY})
+            self._refresh(self._journal_id(trial))
         else:
-            placement, config = pack[int(result[MEMBER])]
-            if MEMBER_ERROR in result:
-                self._drop(placement.trial_id)
-            elif not result.get(MEMBER_CLOSING):  # a closing report carries no score
-                self._offer(placement.trial_id, placement.index, result, config)
+            self._refresh(pack[int(result[MEMBER])][0].trial_id)
         if pack is None or MEMBER_END not in result:
             return
         ended = self._ended_members.setdefault(trial.trial_id, set())
@@ -424,11 +433,10 @@ class ProgressCallback(Callback):
     def _close_pack(self, trial: Any, pack: list, trials: list, failed: bool) -> None:
         # As ResultsCallback does: a pack that ended leaves every member it did not end as an
         # error row; a failed one, only the member that was running (the rest run again).
-        ended = self._ended_members.pop(trial.trial_id, set())
-        open_members = [i for i in range(len(pack)) if i not in ended]
-        left = min(len(open_members), 1) if failed else len(open_members)
-        for position in open_members[:left]:  # error rows: they do not rank
-            self._drop(pack[position][0].trial_id)
+        left = len(pack) - len(self._ended_members.pop(trial.trial_id, set()))
+        left = min(left, 1) if failed else left
+        for placement, _ in pack:  # the members it left are error rows now
+            self._refresh(placement.trial_id)
         self.done += left
         self.errors += left
         self._show(trials)
@@ -439,6 +447,7 @@ class ProgressCallback(Callback):
             self._close_pack(trial, pack, trials, failed=False)
             return
         self.done += 1
+        self._refresh(self._journal_id(trial))
         if trial.trial_id in getattr(self.scheduler, "stopped_early", ()) or \
                 (trial.last_result or {}).get("stopped_by"):
             self.stopped += 1
@@ -451,7 +460,7 @@ class ProgressCallback(Callback):
             return
         self.done += 1
         self.errors += 1
-        self._drop(self._where(trial, trials)[0])  # an error row does not rank
+        self._refresh(self._journal_id(trial))  # an error row does not rank
         self._show(trials)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

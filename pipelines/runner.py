@@ -38,7 +38,6 @@ from pipelines.results import (
     SchemaVersionError,
     best_row,
     check_schema_version,
-    comparable_rows,
     package_versions,
     write_experiment_json,
 )
@@ -537,10 +536,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
                                 describe=describe_config, select=task.metrics.select,
                                 step=task.metrics.step)
     progress.done = progress.done_before = len(writer.log.ended())
-    if progress.done_before:  # a resumed run's line ranks the trials it kept, too
-        progress.seed((row["trial_id"], row["trial_index"], row[task.metrics.score_column],
-                       row.get(task.metrics.step), config_from_row(row, space))
-                      for row in comparable_rows(writer.finished_rows(), task.metrics))
+    progress.writer = writer
+    progress.refresh_all()  # a resumed run's line ranks the trials it kept, too
     tune_started = time.time()
     interrupted = False
     if remaining > 0:

@@ -15,25 +15,55 @@ def _trial(trial_id: str, status: str = "RUNNING", config=None, last_result=None
                                  last_result=last_result or {})
 
 
-def test_log_lines_count_trials_track_the_best_and_give_an_eta():
-    stream = io.StringIO()  # not a terminal: plain lines
-    progress = ProgressCallback(4, "score", "max", stream=stream, log_every_s=0.0)
-    a, b = _trial("a", config={"x": 1}), _trial("b", config={"x": 2})
-    progress.on_trial_start(0, [a, b], a)
+def _journaled(tmp_path, total=4, select="best", mode="max", name="exp"):
+    """A progress line and the ResultsCallback it reads from, on a real journal, as in a run
+    (``both(event, ...)`` feeds the two in the run's order: the journal first)."""
+    import pyarrow as pa
+
+    from pipelines.callbacks import ResultsCallback
+    from pipelines.results import MetricColumns, ResultsWriter
+    from pipelines.storage import Storage
+    from search_spaces import load_space
+
+    metrics = MetricColumns("score", mode, {"score": pa.float64(), "fidelity": pa.float64()},
+                            "fidelity", select=select)
+    writer = ResultsWriter(Storage(str(tmp_path)), name, load_space("svm"), metrics, {}, {})
+    journal = ResultsCallback(writer)
+    progress = ProgressCallback(total, "score", mode, stream=io.StringIO(), log_every_s=0.0,
+                                select=select, step="fidelity")
+    progress.writer = writer
+
+    def both(event, trials, trial, *args):
+        getattr(journal, event)(0, trials, trial, *args)
+        getattr(progress, event)(0, trials, trial, *args)
+
+    return progress, writer, metrics, both
+
+
+def test_log_lines_count_trials_track_the_best_and_give_an_eta(tmp_path):
+    progress, _, _, both = _journaled(tmp_path)
+    stream = progress.stream  # not a terminal: plain lines
+    a = _trial("a", config={"kernel": "linear", "C": 1.0})
+    b = _trial("b", config={"kernel": "linear", "C": 2.0})
+    both("on_trial_start", [a], a)
     assert "ETA" not in stream.getvalue()  # no trial has ended: no rate yet
-    progress.on_trial_result(0, [a, b], a, {"score": 0.5})
-    progress.on_trial_result(0, [a, b], b, {"score": 0.7})
-    progress.on_trial_result(0, [a, b], a, {"score": float("nan")})  # never the best
+    both("on_trial_start", [a, b], b)
+    both("on_trial_result", [a, b], a, {"score": 0.5, "training_iteration": 1})
+    both("on_trial_result", [a, b], b, {"score": 0.7, "training_iteration": 1})
+    both("on_trial_result", [a, b], a, {"score": float("nan"), "training_iteration": 2})
     a.status = "TERMINATED"
     progress.started -= 30.0  # 30 s in, one trial of four ended: 90 s left
-    progress.on_trial_complete(0, [a, b], a)
+    both("on_trial_complete", [a, b], a)
     b.status = "ERROR"
-    progress.on_trial_error(0, [a, b], b)
+    both("on_trial_error", [a, b], b)
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 3 and not any("\r" in line for line in lines)
-    assert "1/4 done, 1 running" in lines[1] and "best score 0.7000 ({'x': 2})" in lines[1]
-    assert "ETA 1m30s" in lines[1]
-    assert "2/4 done, 0 running, 1 errors" in lines[2] and "ETA 3" in lines[2]  # 2 left at 15 s
+    assert len(lines) == 4 and not any("\r" in line for line in lines)
+    assert "1/4 done, 1 running" in lines[2]
+    assert "best score 0.7000 ({'kernel': 'linear', 'C': 2.0})" in lines[2]
+    assert "ETA 1m30s" in lines[2]
+    assert "2/4 done, 0 running, 1 errors" in lines[3] and "ETA 3" in lines[3]  # 2 left at 15 s
+    # b failed: a failed trial is no run's best, so the line falls back to a's 0.5.
+    assert "best score 0.5000 ({'kernel': 'linear', 'C': 1.0})" in lines[3]
 
 
 def test_resumed_trials_do_not_count_toward_the_rate():
@@ -84,108 +114,101 @@ def test_durations_read_naturally():
         ["4s", "1m00s", "1m01s", "59m59s", "1h00m", "2h02m"]
 
 
+
+
 # --- the best so far names what the run will report -------------------------------------------
-def _run_both(tmp_path, select: str, seed: int):
-    """Feed one random run to the journal (ResultsCallback) and to the progress line."""
+def _live_best(writer, metrics):
+    """The run's rule (``results.best_row``) over every trial the journal holds, running ones
+    included: what the line must show after each event."""
+    from pipelines.results import best_row
+
+    return best_row([writer._row(t) for t in writer.log.trials.values()], metrics)
+
+
+def test_the_line_follows_the_runs_rule_after_every_event(tmp_path):
+    """Random runs (ties, reports with no score, fidelities, restarts that replace reports,
+    errors, both rules and directions): after every event the line's best is the run's best
+    by its one selection rule (``results.ranked_rows``) over the journal, never another."""
     import math
     import random
 
-    import pyarrow as pa
-
-    from pipelines.callbacks import ResultsCallback
-    from pipelines.results import MetricColumns, ResultsWriter, best_row
-    from pipelines.storage import Storage
-    from search_spaces import load_space
-
-    metrics = MetricColumns("score", "max", {"score": pa.float64(), "fidelity": pa.float64()},
-                            "fidelity", select=select)
-    writer = ResultsWriter(Storage(str(tmp_path / f"{select}-{seed}")), "exp", load_space("svm"),
-                           metrics, {}, {})
-    journal = ResultsCallback(writer)
-    progress = ProgressCallback(8, "score", "max", stream=io.StringIO(), select=select,
-                                step="fidelity")
-    rng = random.Random(seed)
-    trials = [_trial(f"t{i}", config={"kernel": "linear", "C": float(i + 1)}) for i in range(8)]
-    # Each trial reports at some of the fidelities, in order; scores from a small set, so ties
-    # are common; some reports have no score.
-    plans = {t.trial_id: [(f, rng.choice([0.5, 0.7, 0.7, 0.9, math.nan]))
-                          for f in (1 / 9, 1 / 3, 1.0) if rng.random() < 0.7] for t in trials}
-    started: list = []
-    reported: dict[str, int] = {}
-    events = [t for t in trials for _ in range(len(plans[t.trial_id]) + 1)]
-    rng.shuffle(events)
-    for trial in events:  # a trial's first event starts it, the rest are its reports in order
-        if trial not in started:
-            started.append(trial)
-            journal.on_trial_start(0, started, trial)
-            progress.on_trial_start(0, started, trial)
-            continue
-        step, score = plans[trial.trial_id].pop(0)
-        reported[trial.trial_id] = reported.get(trial.trial_id, 0) + 1
-        result = {"score": score, "fidelity": step,
-                  "training_iteration": reported[trial.trial_id]}
-        journal.on_trial_result(0, started, trial, result)
-        progress.on_trial_result(0, started, trial, result)
-    for trial in trials:
-        if rng.random() < 0.2:
-            trial.status = "ERROR"
-            journal.on_trial_error(0, started, trial)
-            progress.on_trial_error(0, started, trial)
-        else:
-            trial.status = "TERMINATED"
-            journal.on_trial_complete(0, started, trial)
-            progress.on_trial_complete(0, started, trial)
-    return progress, best_row(writer.finished_rows(), metrics), metrics
-
-
-def test_the_line_names_the_trial_the_run_reports_as_best(tmp_path):
-    """Over many random runs (ties, reports with no score, errors, fidelities), the live best
-    is the run's best by its one selection rule (``results.ranked_rows``), never another."""
     checked = 0
-    for select in ("best", "last"):
-        for seed in range(40):
-            progress, best, metrics = _run_both(tmp_path, select, seed)
-            if best is None:
-                assert progress.best is None, (select, seed)
+    for run in range(48):
+        select, mode = ("best", "last")[run % 2], ("max", "min")[run // 2 % 2]
+        progress, writer, metrics, both = _journaled(
+            tmp_path / str(run), total=6, select=select, mode=mode)
+        rng = random.Random(run)
+        trials = [_trial(f"t{i}", config={"kernel": "linear", "C": float(i + 1)})
+                  for i in range(6)]
+        started: list = []
+        iteration: dict[str, int] = {}
+        for _ in range(40):
+            trial = rng.choice(trials)
+            if trial.status != "RUNNING":
                 continue
-            checked += 1
-            assert progress.best == best[metrics.score_column], (select, seed)
-            assert progress.best_config["C"] == best["param_C"], (select, seed)
-    assert checked >= 60  # most runs have a best: the comparison is not vacuous
+            if trial not in started or rng.random() < 0.08:  # a start, or a restart
+                if trial not in started:
+                    started.append(trial)
+                iteration[trial.trial_id] = rng.randint(0, iteration.get(trial.trial_id, 0))
+                both("on_trial_start", started, trial)
+            elif rng.random() < 0.1:
+                trial.status = rng.choice(["TERMINATED", "ERROR"])
+                both("on_trial_complete" if trial.status == "TERMINATED" else "on_trial_error",
+                     started, trial)
+            else:
+                iteration[trial.trial_id] += 1
+                fidelity = (1 / 9, 1 / 3, 1.0)[min(iteration[trial.trial_id] - 1, 2)]
+                score = rng.choice([0.5, 0.7, 0.7, 0.9, math.nan])
+                both("on_trial_result", started, trial,
+                     {"score": score, "fidelity": fidelity,
+                      "training_iteration": iteration[trial.trial_id]})
+            best = _live_best(writer, metrics)
+            if best is None:
+                assert progress.best is None, run
+            else:
+                checked += 1
+                assert progress.best == best[metrics.score_column], run
+                assert progress.best_config["C"] == best["param_C"], run
+    assert checked > 500  # most events leave a best to compare: not vacuous
 
 
-def test_ties_go_to_the_earlier_trial_and_errors_leave_the_line():
-    progress = ProgressCallback(3, "score", "max", stream=io.StringIO())
-    a, b, c = (_trial(n, config={"x": n}) for n in "abc")
-    trials = [a, b, c]
-    progress.on_trial_result(0, trials, b, {"score": 0.9})
-    progress.on_trial_result(0, trials, a, {"score": 0.9})  # same score, earlier trial
-    assert progress.best_config == {"x": "a"}
-    progress.on_trial_result(0, trials, c, {"score": 0.8})
-    progress.on_trial_error(0, trials, a)
-    assert progress.best == 0.9 and progress.best_config == {"x": "b"}
-    progress.on_trial_error(0, trials, b)
-    assert progress.best == 0.8 and progress.best_config == {"x": "c"}
+def test_ties_go_to_the_earlier_trial(tmp_path):
+    progress, _, _, both = _journaled(tmp_path, total=2)
+    a = _trial("a", config={"kernel": "linear", "C": 1.0})
+    b = _trial("b", config={"kernel": "linear", "C": 2.0})
+    both("on_trial_start", [a], a)
+    both("on_trial_start", [a, b], b)
+    both("on_trial_result", [a, b], b, {"score": 0.9, "training_iteration": 1})
+    both("on_trial_result", [a, b], a, {"score": 0.9, "training_iteration": 1})
+    assert progress.best_config["C"] == 1.0  # same score, earlier trial: as GridSearchCV
 
 
-def test_last_rule_ranks_only_the_highest_fidelity_reached():
-    progress = ProgressCallback(2, "score", "max", stream=io.StringIO(), select="last",
-                                step="fidelity")
-    a, b = _trial("a", config={"x": "a"}), _trial("b", config={"x": "b"})
-    progress.on_trial_result(0, [a, b], a, {"score": 0.99, "fidelity": 1 / 9})
+def test_last_rule_ranks_only_the_highest_fidelity_reached(tmp_path):
+    progress, _, _, both = _journaled(tmp_path, total=2, select="last")
+    a = _trial("a", config={"kernel": "linear", "C": 1.0})
+    b = _trial("b", config={"kernel": "linear", "C": 2.0})
+    both("on_trial_start", [a], a)
+    both("on_trial_start", [a, b], b)
+    both("on_trial_result", [a, b], a, {"score": 0.99, "fidelity": 1 / 9, "training_iteration": 1})
     assert progress.best == 0.99
-    progress.on_trial_result(0, [a, b], b, {"score": 0.8, "fidelity": 1 / 3})
-    assert progress.best == 0.8 and progress.best_config == {"x": "b"}  # 0.99 was on 1/9
-    progress.on_trial_result(0, [a, b], a, {"score": 0.85, "fidelity": 1 / 3})
-    assert progress.best == 0.85 and progress.best_config == {"x": "a"}
-    progress.on_trial_result(0, [a, b], a, {"score": 0.7, "fidelity": 1 / 3})  # its last counts
-    assert progress.best == 0.8 and progress.best_config == {"x": "b"}
+    both("on_trial_result", [a, b], b, {"score": 0.8, "fidelity": 1 / 3, "training_iteration": 1})
+    assert progress.best == 0.8  # 0.99 was on 1/9 of the rows: not comparable
+    both("on_trial_result", [a, b], a, {"score": 0.85, "fidelity": 1 / 3, "training_iteration": 2})
+    assert progress.best == 0.85 and progress.best_config["C"] == 1.0
 
 
-def test_a_resumed_line_starts_from_the_kept_trials():
-    progress = ProgressCallback(4, "score", "min", stream=io.StringIO())
-    progress.seed([("k1", 0, 0.3, 1, {"x": 1}), ("k2", 1, 0.2, 1, {"x": 2})])
-    assert progress.best == 0.2 and progress.best_config == {"x": 2}
-    t = _trial("t", config={"x": 3, "_resume_checkpoint": "/ckpt"})
-    progress.on_trial_result(0, [t], t, {"score": 0.1})
-    assert progress.best_config == {"x": 3}  # the resume key is not part of the config
+def test_a_resumed_line_starts_from_the_journal(tmp_path):
+    _, writer, metrics, both = _journaled(tmp_path, total=3)
+    a = _trial("a", config={"kernel": "linear", "C": 1.0})
+    b = _trial("b", config={"kernel": "linear", "C": 2.0})
+    both("on_trial_start", [a], a)
+    both("on_trial_start", [a, b], b)
+    both("on_trial_result", [a, b], a, {"score": 0.9, "training_iteration": 1})
+    both("on_trial_result", [a, b], a, {"score": 0.5, "training_iteration": 2})
+    both("on_trial_result", [a, b], b, {"score": 0.7, "training_iteration": 1})
+    both("on_trial_complete", [a, b], b)
+    # The driver dies with a running; --resume: a new writer reads the journal back.
+    resumed, writer2, _, _ = _journaled(tmp_path, total=3)
+    writer2.load_journal()
+    resumed.refresh_all()
+    assert resumed.best == 0.9 and resumed.best_config["C"] == 1.0  # a's epoch 1 counts
