@@ -172,12 +172,18 @@ def test_the_line_follows_the_runs_rule_after_every_event(tmp_path):
     assert checked > 500  # most events leave a best to compare: not vacuous
 
 
-def test_ties_go_to_the_earlier_trial(tmp_path):
-    progress, _, _, both = _journaled(tmp_path, total=2)
+def _two_started(both):
+    """Trials a (C=1) and b (C=2), started in that order (trial_index 0 and 1)."""
     a = _trial("a", config={"kernel": "linear", "C": 1.0})
     b = _trial("b", config={"kernel": "linear", "C": 2.0})
     both("on_trial_start", [a], a)
     both("on_trial_start", [a, b], b)
+    return a, b
+
+
+def test_ties_go_to_the_earlier_trial(tmp_path):
+    progress, _, _, both = _journaled(tmp_path, total=2)
+    a, b = _two_started(both)
     both("on_trial_result", [a, b], b, {"score": 0.9, "training_iteration": 1})
     both("on_trial_result", [a, b], a, {"score": 0.9, "training_iteration": 1})
     assert progress.best_config["C"] == 1.0  # same score, earlier trial: as GridSearchCV
@@ -185,10 +191,7 @@ def test_ties_go_to_the_earlier_trial(tmp_path):
 
 def test_last_rule_ranks_only_the_highest_fidelity_reached(tmp_path):
     progress, _, _, both = _journaled(tmp_path, total=2, select="last")
-    a = _trial("a", config={"kernel": "linear", "C": 1.0})
-    b = _trial("b", config={"kernel": "linear", "C": 2.0})
-    both("on_trial_start", [a], a)
-    both("on_trial_start", [a, b], b)
+    a, b = _two_started(both)
     both("on_trial_result", [a, b], a, {"score": 0.99, "fidelity": 1 / 9, "training_iteration": 1})
     assert progress.best == 0.99
     both("on_trial_result", [a, b], b, {"score": 0.8, "fidelity": 1 / 3, "training_iteration": 1})
@@ -199,10 +202,7 @@ def test_last_rule_ranks_only_the_highest_fidelity_reached(tmp_path):
 
 def test_a_resumed_line_starts_from_the_journal(tmp_path):
     _, writer, metrics, both = _journaled(tmp_path, total=3)
-    a = _trial("a", config={"kernel": "linear", "C": 1.0})
-    b = _trial("b", config={"kernel": "linear", "C": 2.0})
-    both("on_trial_start", [a], a)
-    both("on_trial_start", [a, b], b)
+    a, b = _two_started(both)
     both("on_trial_result", [a, b], a, {"score": 0.9, "training_iteration": 1})
     both("on_trial_result", [a, b], a, {"score": 0.5, "training_iteration": 2})
     both("on_trial_result", [a, b], b, {"score": 0.7, "training_iteration": 1})
