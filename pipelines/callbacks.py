@@ -22,6 +22,12 @@ from pipelines.packs import (
 from pipelines.results import STATUS_ERROR, STATUS_FINISHED, STATUS_STOPPED, ResultsWriter
 
 
+def journal_id(trial: Any, placement: Any) -> str:
+    """The id a Tune trial is journaled under: its searcher placement's (a trial re-run after a
+    crash keeps its first id), or Tune's own where the searcher placed none."""
+    return placement.trial_id if placement is not None else trial.trial_id
+
+
 class ResultsCallback(Callback):
     """Journals every trial start, report, checkpoint and end through a ResultsWriter.
 
@@ -51,8 +57,7 @@ class ResultsCallback(Callback):
         return self.searcher.placement(trial.trial_id) if self.searcher is not None else None
 
     def _journal_id(self, trial: Any) -> str:
-        placement = self._placement(trial)
-        return placement.trial_id if placement is not None else trial.trial_id
+        return journal_id(trial, self._placement(trial))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self._members(trial) is not None:
@@ -344,8 +349,7 @@ class ProgressCallback(Callback):
     # what the event changed; the line ranks what the run will report from the same records
     # (retries, re-run packs and resumed trials included), not a copy kept on the side.
     def _journal_id(self, trial: Any) -> str:
-        placement = self.placement(trial.trial_id) if self.placement is not None else None
-        return placement.trial_id if placement is not None else trial.trial_id
+        return journal_id(trial, self.placement(trial.trial_id) if self.placement else None)
 
     def refresh_all(self) -> None:
         """Rank every trial the journal holds (a resumed run's kept and re-run trials)."""
@@ -447,7 +451,6 @@ class ProgressCallback(Callback):
             self._close_pack(trial, pack, trials, failed=False)
             return
         self.done += 1
-        self._refresh(self._journal_id(trial))
         if trial.trial_id in getattr(self.scheduler, "stopped_early", ()) or \
                 (trial.last_result or {}).get("stopped_by"):
             self.stopped += 1
