@@ -180,11 +180,17 @@ def test_svm_trials_run_on_both_nodes_and_land_in_shared_storage(cluster, s3_ser
     bucket = s3_server.create_bucket("multinode")
     space = tiny_svm_space(tmp_path / "space.py", grid=(0.01, 0.03, 0.1, 1.0, 10.0, 100.0))
     uri = f"s3://{bucket}/runs"
+    monitor = [pid for pid in pids_mentioning(cluster.temp_dir)
+               if pid in pids_mentioning("autoscaler/_private/monitor.py")]
+    assert len(monitor) == 1  # the head's autoscaler monitor
     proc = run_module("pipelines.svm", "--address", cluster.address, "--space", space,
                       "--dataset", "iris", "--storage", uri, "--name", "mn", env=cluster.env,
                       cwd=str(tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"on {cluster.address}" in proc.stderr
+    # A run that joined a cluster leaves its processes alone: only a local Ray the run started
+    # has its monitor stopped at the end (runner.stop_autoscaler_monitor).
+    assert monitor[0] in pids_mentioning("autoscaler/_private/monitor.py")
 
     trials = s3_server.read_parquet(bucket, "runs/mn/trials.parquet")
     assert len(trials) == 6 and (trials["status"] == "finished").all()
