@@ -163,6 +163,9 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
             setattr(args, key, value)
 
 
+# Ray's prestart_worker_first_driver setting (read by the raylet from its environment).
+PRESTART_ENV = "RAY_prestart_worker_first_driver"
+
 # Where and how this process runs: never taken from the stored experiment.
 _THIS_RUN_ONLY = frozenset({"resume", "name", "output", "address", "verbose", "no_report",
                             "tensorboard", "mlflow"})
@@ -309,6 +312,13 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             cli.fail(f"cannot connect to Ray at {args.address}: {first}{hint}")
     else:
+        # A new raylet starts one idle worker process per CPU when the first driver connects,
+        # with no runtime_env. Tune gives every trial actor a runtime_env (env_vars), so its
+        # actors never take those workers: they start their own, and the prestarted ones
+        # (2 here, 64 on a 64-core machine) take CPU while Ray starts and are then stopped
+        # unused. Off for the Ray this process starts (an exported value wins); a Ray joined
+        # with --address keeps its own setting. tests/test_local_ray.py checks Ray reads it.
+        os.environ.setdefault(PRESTART_ENV, "0")
         # address="local": always a fresh local Ray, never a cluster someone else started here.
         ray.init(address="local", num_cpus=args.num_cpus,
                  include_dashboard=task.needs_dashboard(args), logging_level=level,
@@ -438,7 +448,7 @@ def stop_autoscaler_monitor() -> bool:
     one machine has nothing to autoscale and the monitor keeps no state, so it is killed first,
     at once. Only a head node this process started lists the monitor among its processes: a
     Ray joined with ``--address`` (``connect_only``) is never touched. ``Node.kill_monitor`` is
-    a Ray internal; tests/test_runner_shutdown.py fails if a Ray upgrade moves it.
+    a Ray internal; tests/test_local_ray.py fails if a Ray upgrade moves it.
     """
     import ray._private.worker as ray_worker
     from ray._private import ray_constants
