@@ -6,68 +6,107 @@ here: the raylet's ``prestart_worker_first_driver`` setting (read from
 ``RAY_prestart_worker_first_driver``), and ``ray._private.worker._global_node``,
 ``Node.all_processes`` and ``Node.kill_monitor``. That a Ray joined with --address keeps its
 monitor is checked in tests/test_multinode.py.
+
+Each Ray runs in a child process, as a pipeline's does, which prints what it saw as JSON: the
+test process itself starts no Ray (several Ray sessions started and stopped in one process are
+not what Ray is built for).
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
-import time
+import subprocess
+import sys
 
 import pytest
-import ray
-from ray._private import ray_constants
 
-from pipelines import svm
-from pipelines.runner import PRESTART_ENV, start_ray, stop_autoscaler_monitor
+from pipelines.runner import PRESTART_ENV
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.ray
 
+_COMMON = """
+import argparse, json, os, sys, time
+import ray
+from ray._private import ray_constants
+from pipelines import svm
+from pipelines.runner import PRESTART_ENV, start_ray, stop_autoscaler_monitor
 
-def _started_workers() -> int:
-    """Worker processes the raylet of this process's Ray has started, by its log."""
+def started_workers():
+    # Worker processes this Ray's raylet has started, by its log.
     logs = ray._private.worker._global_node.get_logs_dir_path()
     with open(os.path.join(logs, "raylet.out"), errors="replace") as f:
         return f.read().count("Started worker process")
 
+class Probe:
+    def pid(self):
+        return os.getpid()
+"""
+
+_PRESTART = _COMMON + """
+start_ray(argparse.Namespace(address=None, num_cpus=2, verbose=False), svm.TASK)
+seen = {"env": os.environ.get(PRESTART_ENV)}
+time.sleep(3)  # the raylet prestarts right after the driver connects
+seen["workers_before"] = started_workers()
+# An actor with a runtime_env, as Tune makes every trial actor, gets a worker of its own.
+actor = ray.remote(num_cpus=1, runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}})(Probe)
+seen["actor_pid"] = ray.get(actor.remote().pid.remote(), timeout=120)
+seen["workers_after"] = started_workers()
+seen["driver_pid"] = os.getpid()
+ray.shutdown()
+print(json.dumps(seen))
+"""
+
+_MONITOR = _COMMON + """
+seen = {"stopped_without_ray": stop_autoscaler_monitor()}
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR",
+         log_to_driver=False)
+node = ray._private.worker._global_node
+processes = [info.process for infos in node.all_processes.values() for info in infos]
+monitor = node.all_processes[ray_constants.PROCESS_TYPE_MONITOR][0].process
+seen["monitor_alive_before"] = monitor.poll() is None
+seen["stopped"] = stop_autoscaler_monitor()
+seen["monitor_reaped"] = monitor.poll() is not None
+seen["monitor_listed"] = ray_constants.PROCESS_TYPE_MONITOR in node.all_processes
+seen["ray_answers"] = ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=120)
+seen["stopped_again"] = stop_autoscaler_monitor()
+ray.shutdown()
+seen["left_running"] = [p.pid for p in processes if p.poll() is None]
+print(json.dumps(seen))
+"""
+
+
+def _run(script: str, **env: str) -> dict:
+    child_env = {k: v for k, v in os.environ.items() if k not in (PRESTART_ENV, "RAY_ADDRESS")}
+    child_env["PYTHONPATH"] = REPO + os.pathsep + child_env.get("PYTHONPATH", "")
+    child_env.update(env)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=child_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
 
 def test_a_local_ray_starts_workers_only_as_tune_actors_need_them():
-    exported = os.environ.pop(PRESTART_ENV, None)
-    try:
-        start_ray(argparse.Namespace(address=None, num_cpus=2, verbose=False), svm.TASK)
-        try:
-            assert os.environ[PRESTART_ENV] == "0"
-            time.sleep(3)  # the raylet prestarts right after the driver connects
-            assert _started_workers() == 0
-            # An actor with a runtime_env, as Tune makes every trial actor, gets a worker of
-            # its own: the log check sees it (so the 0 above is not a log that moved).
-            actor = ray.remote(num_cpus=1, runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}})(
-                type("Probe", (), {"pid": lambda self: os.getpid()}))
-            pid = ray.get(actor.remote().pid.remote(), timeout=120)
-            assert pid != os.getpid() and _started_workers() == 1
-        finally:
-            ray.shutdown()
-    finally:
-        os.environ.pop(PRESTART_ENV, None)
-        if exported is not None:
-            os.environ[PRESTART_ENV] = exported
+    seen = _run(_PRESTART)
+    assert seen["env"] == "0"
+    assert seen["workers_before"] == 0
+    # The actor's worker shows in the same log, so the 0 above is not a log that moved.
+    assert seen["actor_pid"] != seen["driver_pid"] and seen["workers_after"] == 1
+
+
+def test_an_exported_prestart_setting_wins():
+    seen = _run(_PRESTART, **{PRESTART_ENV: "1"})
+    assert seen["env"] == "1"
+    assert seen["workers_before"] == 2  # one per CPU: Ray still reads the variable
 
 
 def test_a_local_rays_monitor_stops_at_once_and_shutdown_leaves_no_process():
-    assert stop_autoscaler_monitor() is False  # no Ray in this process: nothing to do
-    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False)
-    try:
-        node = ray._private.worker._global_node
-        processes = [info.process for infos in node.all_processes.values() for info in infos]
-        monitor = node.all_processes[ray_constants.PROCESS_TYPE_MONITOR][0].process
-        assert monitor.poll() is None
-        assert stop_autoscaler_monitor() is True
-        # Killed and reaped (no zombie), while the rest of Ray still serves this driver.
-        assert monitor.poll() is not None
-        assert ray_constants.PROCESS_TYPE_MONITOR not in node.all_processes
-        assert ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=120) == 42
-        assert stop_autoscaler_monitor() is False  # already stopped
-    finally:
-        ray.shutdown()
-    assert [p.pid for p in processes if p.poll() is None] == []
+    seen = _run(_MONITOR)
+    assert seen["stopped_without_ray"] is False  # no Ray yet: nothing to do
+    assert seen["monitor_alive_before"] and seen["stopped"] is True
+    # Killed and reaped (no zombie), while the rest of Ray still serves the driver.
+    assert seen["monitor_reaped"] and not seen["monitor_listed"]
+    assert seen["ray_answers"] == 42
+    assert seen["stopped_again"] is False  # already stopped
+    assert seen["left_running"] == []
