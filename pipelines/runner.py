@@ -465,14 +465,20 @@ def stop_autoscaler_monitor() -> bool:
     return True
 
 
-def _shutdown_ray_in_background() -> threading.Thread:
-    """Start ``ray.shutdown()`` on a thread; join it before the process exits."""
+def stop_ray() -> None:
+    """``ray.shutdown()``, after ``stop_autoscaler_monitor`` (no wait on a local Ray's monitor)."""
     import ray
+
+    stop_autoscaler_monitor()
+    ray.shutdown()
+
+
+def _shutdown_ray_in_background() -> threading.Thread:
+    """Start ``stop_ray()`` on a thread; join it before the process exits."""
 
     def stop() -> None:
         try:
-            stop_autoscaler_monitor()
-            ray.shutdown()
+            stop_ray()
         except Exception as exc:  # a failed shutdown must not lose the results already written
             logging.getLogger(__name__).warning("ray.shutdown failed: %s", exc)
 
@@ -522,9 +528,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
     loader.join()
     phases["wait_for_load"] = time.time() - waited
     if "error" in loaded:
-        import ray
-
-        ray.shutdown()
+        stop_ray()
         if isinstance(loaded["error"], ValueError):
             cli.fail(str(loaded["error"]))
         raise loaded["error"]
