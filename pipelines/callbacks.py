@@ -19,7 +19,13 @@ from pipelines.packs import (
     MEMBER_START,
     MEMBER_TIME,
 )
-from pipelines.results import STATUS_ERROR, STATUS_FINISHED, STATUS_STOPPED, ResultsWriter
+from pipelines.results import (
+    STATUS_ERROR,
+    STATUS_FINISHED,
+    STATUS_STOPPED,
+    ResultsWriter,
+    rank_key,
+)
 
 
 def journal_id(trial: Any, placement: Any) -> str:
@@ -378,8 +384,7 @@ class ProgressCallback(Callback):
         self._upsert(key, (int(trial["trial_index"]), value, step or 0.0, trial["config"]))
 
     def _rank(self, entry: tuple) -> tuple[float, int]:
-        sign = 1.0 if self.mode == "max" else -1.0
-        return (-sign * entry[1], entry[0])
+        return rank_key(entry[1], entry[0], self.mode)
 
     def _set_best(self, key: str | None) -> None:
         self._best_key = key

@@ -674,6 +674,12 @@ def comparable_rows(rows: Sequence[Mapping[str, Any]],
     return rows
 
 
+def rank_key(score: float, trial_index: int, mode: str) -> tuple[float, int]:
+    """Sort key of the one selection rule: the better score first, then the earlier trial."""
+    sign = 1.0 if mode == "max" else -1.0
+    return (-sign * float(score), int(trial_index))
+
+
 def ranked_rows(rows: Sequence[Mapping[str, Any]],
                 metrics: MetricColumns) -> list[Mapping[str, Any]]:
     """The comparable rows (``comparable_rows``), best first; ties keep the earliest trial.
@@ -682,10 +688,9 @@ def ranked_rows(rows: Sequence[Mapping[str, Any]],
     project's one selection rule: the run's best trial, the report's top configs and the
     analysis all rank with it.
     """
-    sign = 1.0 if metrics.mode == "max" else -1.0
     key = metrics.score_column
     return sorted(comparable_rows(rows, metrics),
-                  key=lambda r: (-sign * float(r[key]), int(r["trial_index"])))
+                  key=lambda r: rank_key(r[key], r["trial_index"], metrics.mode))
 
 
 def best_row(rows: Sequence[Mapping[str, Any]], metrics: MetricColumns) -> Any:
