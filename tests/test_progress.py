@@ -114,8 +114,6 @@ def test_durations_read_naturally():
         ["4s", "1m00s", "1m01s", "59m59s", "1h00m", "2h02m"]
 
 
-
-
 # --- the best so far names what the run will report -------------------------------------------
 def _live_best(writer, metrics):
     """The run's rule (``results.best_row``) over every trial the journal holds, running ones
