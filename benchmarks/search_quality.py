@@ -27,9 +27,11 @@ oldest first.
 
 Output: per problem, mode and budget the median normalized regret over seeds of each method with
 its rank among the methods (1 = lowest median, ties share); overall, per group of problems, the
-median over problems of those ranks and regrets; one JSON line per (problem, budget, parallel,
-method); the time of one bayesopt suggestion with 100 observations on the 6-dim mixed space; and
-the targets, met or MISSED.
+median over problems of those ranks and regrets; seed by seed, how often bayesopt's regret is
+below, equal to and above each other method's over the (problem, seed) pairs of a group, with a
+sign test; one JSON line per (problem, budget, parallel, method) and per such pair of methods;
+the time of one bayesopt suggestion with 100 observations on the 6-dim mixed space; and the
+targets, met or MISSED.
 
 Usage (from the repository root; Optuna and matplotlib come with ``pip install -e .[bench]``)::
 
@@ -296,6 +298,41 @@ def group_summary(cells: dict, problems: list[str], kinds: dict[str, str], metho
     return out
 
 
+def paired(cells: dict, problems: list[str], kinds: dict[str, str], group: str, in_flight: int,
+           budget: int, a: str, b: str) -> tuple[int, int, int, float] | None:
+    """Seed by seed, ``a`` against ``b`` over the group's problems: how many (problem, seed)
+    pairs ``a`` ended lower, tied (within 1e-9) and higher, and the two-sided sign test's p-value
+    (ties left out) of "neither is lower more often". None where a cell is missing.
+
+    A median over 10 seeds moves when one seed lands in another basin; these counts say whether
+    a gap between two medians is a pattern over seeds or a few of them.
+    """
+    from scipy.stats import binomtest
+
+    better = tied = worse = 0
+    names = [p for p in problems if group == "all" or kinds[p] == group]
+    for p in names:
+        ca, cb = cells.get((p, in_flight, budget, a)), cells.get((p, in_flight, budget, b))
+        if ca is None or cb is None:
+            return None
+        for ra, rb in zip(ca["regrets"], cb["regrets"], strict=True):
+            if abs(ra - rb) <= 1e-9:
+                tied += 1
+            elif ra < rb:
+                better += 1
+            else:
+                worse += 1
+    if not names:
+        return None
+    p_value = binomtest(better, better + worse, 0.5).pvalue if better + worse else 1.0
+    return better, tied, worse, float(p_value)
+
+
+def paired_text(counts: tuple[int, int, int, float]) -> str:
+    better, tied, worse, p_value = counts
+    return f"{better} lower, {tied} tied, {worse} higher (sign test p={p_value:.2g})"
+
+
 def targets(cells, problems, kinds, methods, modes, budgets, suggest_times) -> list[str]:
     """The issue's reading: each target met or MISSED (n/a where the run lacks its data)."""
     def at(budget: int) -> tuple[int, str]:
@@ -324,9 +361,11 @@ def targets(cells, problems, kinds, methods, modes, budgets, suggest_times) -> l
             continue
         ra, rb = summary[a][1], summary[b][1]
         ok = ra < rb if strict else ra <= rb
+        counts = paired(cells, problems, kinds, group, in_flight, b_at, a, b)
         lines.append(f"{what}: {'met' if ok else 'MISSED'} "
-                     f"(median regret {ra:.3f} vs {rb:.3f}; median rank {summary[a][0]:g} vs "
-                     f"{summary[b][0]:g})")
+                     f"(median regret {ra:.4g} vs {rb:.4g}; median rank {summary[a][0]:g} vs "
+                     f"{summary[b][0]:g}" +
+                     (f"; seed by seed {paired_text(counts)}" if counts else "") + ")")
     if "bayesopt" in suggest_times:
         t = suggest_times["bayesopt"]
         lines.append(f"bayesopt suggestion, 100 observations, 6-dim mixed <= "
@@ -523,6 +562,31 @@ def main(argv: list[str] | None = None) -> int:
                             [f"{s[m][0]:g} / {s[m][1]:.4f}" for m in methods])
     print_table(["group", "mode", "budget", *methods], rows)
 
+    records: list[dict] = []  # the paired counts' JSON lines, printed with the others
+    if "bayesopt" in methods and len(methods) > 1:
+        print()
+        print("seed by seed: bayesopt's regret against each method's, over (problem, seed) pairs")
+        rows = []
+        for group in [g for g in GROUPS if g in how] + (["all"] if len(how) > 1 else []):
+            for f in modes:
+                for b in budgets:
+                    row = [group, mode_name(f), b]
+                    for m in methods:
+                        counts = (paired(cells, problems, kinds, group, f, b, "bayesopt", m)
+                                  if m != "bayesopt" else None)
+                        row.append(f"{counts[0]}/{counts[1]}/{counts[2]} p={counts[3]:.2g}"
+                                   if counts else "-")
+                        if counts:
+                            records.append({"record": "paired", "group": group, "budget": b,
+                                            "parallel": f, "method": "bayesopt", "against": m,
+                                            "lower": counts[0], "tied": counts[1],
+                                            "higher": counts[2],
+                                            "sign_test_p": round(counts[3], 6)})
+                    rows.append(row)
+        print("(lower / tied / higher: pairs where bayesopt's regret is below, equal to, above the "
+              "method's; p: two-sided sign test, ties left out)")
+        print_table(["group", "mode", "budget", *methods], rows)
+
     print()
     print("searcher seconds per trial (suggest + report, mean over runs): " +
           ", ".join(f"{m} {statistics.mean(searcher_s[m]):.3f}" for m in methods))
@@ -551,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
                         "rank": c["rank"], "seeds": args.seeds,
                         "regrets": [round(r, 6) for r in c["regrets"]],
                         "normalization": how[kinds[p]]}))
+    for record in records:
+        print(json.dumps(record))
 
     if args.plot:
         plot(args.plot, curves, problems, methods, modes, max_budget)
