@@ -624,17 +624,49 @@ def test_under_asha_running_trials_are_believed_at_the_full_budget(monkeypatch):
     believed = {}
     original = BayesOptSearcher._believed
 
-    def spy(self, points, targets, pending, seed):
-        believed["points"], believed["pending"] = np.array(points), np.array(pending)
-        return original(self, points, targets, pending, seed)
+    def spy(self, gp, pending):
+        believed["rows"], believed["pending"] = gp.X_train_, np.array(pending)
+        return original(self, gp, pending)
 
     monkeypatch.setattr(BayesOptSearcher, "_believed", spy)
     searcher.suggest("next")
     # The lie is the joint model's prediction for the running config at f = 1 ...
     np.testing.assert_allclose(believed["pending"],
                                [[running["x0"], running["x1"], running["x2"], 1.0]])
-    # ... from a model fitted on every recorded (config, level) row.
-    assert believed["points"].shape == (len(searcher._training_set()[0]), 4)
+    # ... from a model fitted on every recorded (config, level) row, and on nothing else.
+    assert believed["rows"].shape == (len(searcher._training_set()[0]), 4)
+
+
+def test_believer_keeps_the_hyperparameters_fitted_on_observations(monkeypatch):
+    """With trials running, the acquisition's GP holds the lies, but its kernel (amplitude,
+    length scales, noise) is the one fitted on the observations alone: a lie agrees with the
+    model by construction and must not be read as evidence of a smoother, less noisy function."""
+    from pipelines.searchers._bayesopt import _fit_gp, _merge_repeats, _warp_targets
+
+    searcher = BayesOptSearcher(mixed_space(), metric="score", mode="max", seed=5, n_init=6)
+    drive(searcher, 10)
+    running = [searcher.suggest(f"p{i}") for i in range(3)]
+    seen = {}
+
+    def spy(self, registered, gp, *, seed):
+        seen["gp"], seen["rows"], seen["seed"] = gp, list(registered), seed
+        return self._box.snap(np.full(self._box.n_dims, 0.5))
+
+    monkeypatch.setattr(BayesOptSearcher, "_maximize", spy)
+    searcher.suggest("next")
+    gp = seen["gp"]
+    points, scores, _ = searcher._training_set()
+    scores = np.array(scores)
+    alone = _fit_gp(_merge_repeats(points, _warp_targets(scores, scores)), len(points[0]),
+                    seen["seed"])
+    np.testing.assert_allclose(gp.kernel_.theta, alone.kernel_.theta)
+    # The running configs are rows of the model, at that model's own prediction for them.
+    pending = np.array([searcher.transform.encode(c) for c in running])
+    assert gp.X_train_.shape[0] == len(points) + 3
+    np.testing.assert_allclose(gp.X_train_[-3:], pending)
+    assert len(seen["rows"]) == len(points) + 3
+    lies = np.array([v for _, v in seen["rows"][-3:]])
+    np.testing.assert_allclose(lies, alone.predict(pending), rtol=1e-6, atol=1e-9)
 
 
 def test_save_restore_under_asha_continues_with_the_same_joint_model(tmp_path):

@@ -19,7 +19,8 @@ from the journal (``resume``) continues where the first one was.
 
 Trials still running are registered at the model's own prediction for them (the kriging
 believer; measured against the constant liar in benchmarks/search_quality.py with 4 trials in
-flight), so parallel suggestions spread out instead of piling onto one point.
+flight), with the hyperparameters fitted on the observations alone (``_fit_model``), so parallel
+suggestions spread out instead of piling onto one point.
 
 Under ASHA (once a trial has been cut) the GP is one model over (config, fidelity): every score
 a trial reported, at its level (epoch, rung) as an extra column, and the acquisition asks it about
@@ -416,7 +417,7 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
 
     # --- the model -----------------------------------------------------------------------------
     def _model_suggestion(self) -> np.ndarray:
-        """Fit the GP on observations plus lies for pending trials; maximize the acquisition.
+        """Fit the GP on observations and lies for pending trials; maximize the acquisition.
 
         Returns the chosen point of the unit box (already snapped to a valid config).
         """
@@ -426,10 +427,9 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             return self._joint_suggestion(observed, [sign * s for s in scores], levels)
         targets = [sign * s for s in scores]
         seed = self._model_seed()
-        merged = self._with_running_trials(observed, targets,
-                                           [u for _, u in self._pending.values()], seed)
-        gp = _PriorGP(**gp_params(self._box.n_dims, seed, len(merged)))
-        return self._maximize(merged, gp, fit_gp=True, seed=seed)
+        merged, gp = self._fit_model(observed, targets, [u for _, u in self._pending.values()],
+                                     seed)
+        return self._maximize(merged, gp, seed=seed)
 
     def _joint_suggestion(self, observed: list[np.ndarray], targets: list[float],
                           levels: list[float]) -> np.ndarray:
@@ -448,35 +448,54 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         rows = _with_fidelity(observed, levels)
         running = [u for _, u in self._pending.values()]
         pending = _with_fidelity(running, [1.0] * len(running))
-        merged = self._with_running_trials(rows, targets, pending, seed)
+        _, gp = self._fit_model(rows, targets, pending, seed)
+        model = _AtFullBudget(gp)
         configs = _merge_repeats([x[:-1] for x in rows + pending], [0.0] * len(rows + pending))
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")
-            model = self._fit_joint(merged, seed)
             tried = np.array([u for u, _ in configs])
             means = model.predict(tried)
-        return self._maximize(zip(tried, map(float, means), strict=True), model, fit_gp=False,
-                              seed=seed)
+        return self._maximize(zip(tried, map(float, means), strict=True), model, seed=seed)
 
-    def _with_running_trials(self, points: list[np.ndarray], targets: list[float],
-                             pending: list[np.ndarray], seed: int
-                             ) -> list[tuple[np.ndarray, float]]:
-        """The model's rows: observed points and running trials at their lie, the targets
-        warped (``_warp_targets``), repeats of one point merged into one row."""
-        if self._liar == "believer" and pending:
-            # Kriging believer: each running trial is assumed to score what the model predicts.
-            lies = list(self._believed(points, targets, pending, seed))
-        else:
-            lies = [self._constant_lie(targets)] * len(pending)
-        values = list(_warp_targets(np.array(targets), np.array(targets + lies)))
-        # Repeats of one point (common with discrete params) become one observation with the
-        # mean target: the GP's noise term then carries the spread, and bayes_opt prints a line
-        # to stdout for every duplicate it is given.
-        return _merge_repeats(points + pending, values)
+    def _fit_model(self, points: list[np.ndarray], targets: list[float],
+                   pending: list[np.ndarray], seed: int
+                   ) -> tuple[list[tuple[np.ndarray, float]], _PriorGP]:
+        """The GP the acquisition sees, fitted, and its rows: observed points and running
+        trials at their lie, the targets warped (``_warp_targets``), repeats of one point merged
+        into one row.
 
-    def _maximize(self, registered, gp, *, fit_gp: bool, seed: int) -> np.ndarray:
-        """bayes_opt's acquisition over the config box, on ``registered`` ``(point, target)``
-        pairs and ``gp`` (fitted on them first when ``fit_gp``); the chosen point, snapped."""
+        Kriging believer (the default): the GP's hyperparameters are fitted on the observations
+        alone; each running trial is then added at that GP's prediction for it, and the GP is
+        conditioned on the lies with the same hyperparameters, not fitted again (as a fantasy
+        model keeps its hyperparameters). A lie agrees with the model by construction, so a
+        second fit on it only tells the fit that the function is smoother or less noisy than
+        the data say. Measured with 4 trials in flight against fitting again on the lies
+        (benchmarks/search_quality.py): README, "Trials in flight". A constant liar (``liar``
+        "worst", "mean", "best") is fitted with its lies, as it always was.
+        """
+        n_dims = len(points[0])
+        if self._liar == "believer":
+            values = _warp_targets(np.array(targets), np.array(targets))
+            observed = _merge_repeats(points, values)
+            gp = _fit_gp(observed, n_dims, seed)
+            if not pending:
+                return observed, gp
+            lies = self._believed(gp, pending)
+            # Repeats of one point (common with discrete params) become one observation with
+            # the mean target: the GP's noise term then carries the spread.
+            merged = _merge_repeats(points + pending, list(values) + list(lies))
+            return merged, _fit_gp(merged, n_dims, seed, kernel=gp.kernel_)
+        lies = [self._constant_lie(targets)] * len(pending)
+        values = _warp_targets(np.array(targets), np.array(targets + lies))
+        merged = _merge_repeats(points + pending, values)
+        return merged, _fit_gp(merged, n_dims, seed)
+
+    def _maximize(self, registered, gp, *, seed: int) -> np.ndarray:
+        """bayes_opt's acquisition over the config box, with ``gp`` already fitted, on
+        ``registered`` ``(point, target)`` pairs; the chosen point, snapped.
+
+        ``registered`` gives the acquisition its incumbent (EI's best target, the local
+        searches' starts) and the points it must not suggest again."""
         keys = [f"u{i:03d}" for i in range(self._box.n_dims)]
         acq = self._new_acquisition()
         # One BLAS thread: the matrices are small (observations x observations), and a
@@ -490,14 +509,9 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             space = TargetSpace(None, {k: (0.0, 1.0) for k in keys}, allow_duplicate_points=True)
             for u, value in registered:
                 space.register(u, value)
-            u = acq.suggest(gp=gp, target_space=space, fit_gp=fit_gp,
+            u = acq.suggest(gp=gp, target_space=space, fit_gp=False,
                             random_state=np.random.RandomState(seed % 2**32))
         return self._box.snap(np.asarray(u, dtype=float))
-
-    def _fit_joint(self, merged: list[tuple[np.ndarray, float]], seed: int) -> _AtFullBudget:
-        gp = _PriorGP(**gp_params(self._box.n_dims + 1, seed, len(merged)))
-        gp.fit(np.array([x for x, _ in merged]), np.array([v for _, v in merged]))
-        return _AtFullBudget(gp)
 
     def _full_budget_model(self) -> _AtFullBudget | None:
         """The joint model of ``_joint_suggestion`` on the recorded scores alone (no pending
@@ -507,11 +521,9 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             return None
         sign = 1.0 if self._mode == "max" else -1.0
         targets = [sign * s for s in scores]
-        seed = self._model_seed()
-        merged = self._with_running_trials(_with_fidelity(observed, levels), targets, [], seed)
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore")
-            return self._fit_joint(merged, seed)
+        _, gp = self._fit_model(_with_fidelity(observed, levels), targets, [],
+                                self._model_seed())
+        return _AtFullBudget(gp)
 
     def _model_seed(self) -> int:
         return int(np.random.SeedSequence([self._seed, self._n_suggested]).generate_state(1)[0])
@@ -525,11 +537,10 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         acq.transform = self._box
         return acq
 
-    def _believed(self, points, targets, pending, seed) -> np.ndarray:
+    def _believed(self, gp: _PriorGP, pending: list[np.ndarray]) -> np.ndarray:
+        """The kriging believer's lies: the fitted GP's mean for each running trial."""
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")
-            gp = _PriorGP(**gp_params(len(points[0]), seed, len(points)))
-            gp.fit(np.array(points), np.array(targets))
             return gp.predict(np.array(pending))
 
     def _fidelity_column(self, level: float) -> float:
@@ -583,6 +594,22 @@ def _merge_repeats(points: Sequence[np.ndarray], values: Sequence[float]
     for u, value in zip(points, values, strict=True):
         merged.setdefault(tuple(np.round(u, 12)), (np.asarray(u, dtype=float), []))[1].append(value)
     return [(u, float(np.mean(group))) for u, group in merged.values()]
+
+
+def _fit_gp(rows: Sequence[tuple[np.ndarray, float]], n_dims: int, seed: int,
+            kernel: Any = None) -> _PriorGP:
+    """``gp_params``' GP fitted on ``rows``; with ``kernel`` (an already fitted one) only
+    conditioned on them, its hyperparameters kept."""
+    params = gp_params(n_dims, seed, len(rows))
+    if kernel is not None:
+        params.update(kernel=kernel, optimizer=None)
+    gp = _PriorGP(**params)
+    # One BLAS thread: the matrices are small (observations x observations), and a
+    # multi-threaded BLAS on a busy machine (trials running beside the driver) is many times
+    # slower than one thread.
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore")
+        return gp.fit(np.array([x for x, _ in rows]), np.array([v for _, v in rows]))
 
 
 class _AtFullBudget:
