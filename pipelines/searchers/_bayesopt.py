@@ -470,8 +470,9 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         model keeps its hyperparameters). A lie agrees with the model by construction, so a
         second fit on it only tells the fit that the function is smoother or less noisy than
         the data say. Measured with 4 trials in flight against fitting again on the lies
-        (benchmarks/search_quality.py): README, "Trials in flight". A constant liar (``liar``
-        "worst", "mean", "best") is fitted with its lies, as it always was.
+        (benchmarks/search_quality.py): README, "Trials in flight: the believer keeps its
+        hyperparameters". A constant liar (``liar`` "worst", "mean", "best") is fitted with
+        its lies, as it always was.
         """
         n_dims = len(points[0])
         if self._liar == "believer":
