@@ -553,13 +553,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print("overall: median over problems of each method's rank / of its median regret")
+    groups = [g for g in GROUPS if g in how] + (["all"] if len(how) > 1 else [])
+    cases = [(group, f, b) for group in groups for f in modes for b in budgets]
     rows = []
-    for group in [g for g in GROUPS if g in how] + (["all"] if len(how) > 1 else []):
-        for f in modes:
-            for b in budgets:
-                s = group_summary(cells, problems, kinds, methods, group, f, b)
-                rows.append([group, mode_name(f), b] +
-                            [f"{s[m][0]:g} / {s[m][1]:.4f}" for m in methods])
+    for group, f, b in cases:
+        s = group_summary(cells, problems, kinds, methods, group, f, b)
+        rows.append([group, mode_name(f), b] + [f"{s[m][0]:g} / {s[m][1]:.4f}" for m in methods])
     print_table(["group", "mode", "budget", *methods], rows)
 
     records: list[dict] = []  # the paired counts' JSON lines, printed with the others
@@ -567,22 +566,19 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print("seed by seed: bayesopt's regret against each method's, over (problem, seed) pairs")
         rows = []
-        for group in [g for g in GROUPS if g in how] + (["all"] if len(how) > 1 else []):
-            for f in modes:
-                for b in budgets:
-                    row = [group, mode_name(f), b]
-                    for m in methods:
-                        counts = (paired(cells, problems, kinds, group, f, b, "bayesopt", m)
-                                  if m != "bayesopt" else None)
-                        row.append(f"{counts[0]}/{counts[1]}/{counts[2]} p={counts[3]:.2g}"
-                                   if counts else "-")
-                        if counts:
-                            records.append({"record": "paired", "group": group, "budget": b,
-                                            "parallel": f, "method": "bayesopt", "against": m,
-                                            "lower": counts[0], "tied": counts[1],
-                                            "higher": counts[2],
-                                            "sign_test_p": round(counts[3], 6)})
-                    rows.append(row)
+        for group, f, b in cases:
+            row = [group, mode_name(f), b]
+            for m in methods:
+                counts = (paired(cells, problems, kinds, group, f, b, "bayesopt", m)
+                          if m != "bayesopt" else None)
+                row.append(f"{counts[0]}/{counts[1]}/{counts[2]} p={counts[3]:.2g}"
+                           if counts else "-")
+                if counts:
+                    records.append({"record": "paired", "group": group, "budget": b,
+                                    "parallel": f, "method": "bayesopt", "against": m,
+                                    "lower": counts[0], "tied": counts[1], "higher": counts[2],
+                                    "sign_test_p": round(counts[3], 6)})
+            rows.append(row)
         print("(lower / tied / higher: pairs where bayesopt's regret is below, equal to, above the "
               "method's; p: two-sided sign test, ties left out)")
         print_table(["group", "mode", "budget", *methods], rows)
