@@ -483,7 +483,8 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
                 return observed, gp
             lies = self._believed(gp, pending)
             # Repeats of one point (common with discrete params) become one observation with
-            # the mean target: the GP's noise term then carries the spread.
+            # the mean target: the GP's noise term then carries the spread, and bayes_opt prints
+            # a line to stdout for every duplicate it is given.
             merged = _merge_repeats(points + pending, list(values) + list(lies))
             return merged, _fit_gp(merged, n_dims, seed, kernel=gp.kernel_)
         lies = [self._constant_lie(targets)] * len(pending)
