@@ -309,8 +309,10 @@ def paired(cells: dict, problems: list[str], kinds: dict[str, str], group: str, 
     """
     from scipy.stats import binomtest
 
-    better = tied = worse = 0
     names = [p for p in problems if group == "all" or kinds[p] == group]
+    if not names:
+        return None
+    better = tied = worse = 0
     for p in names:
         ca, cb = cells.get((p, in_flight, budget, a)), cells.get((p, in_flight, budget, b))
         if ca is None or cb is None:
@@ -322,8 +324,6 @@ def paired(cells: dict, problems: list[str], kinds: dict[str, str], group: str, 
                 better += 1
             else:
                 worse += 1
-    if not names:
-        return None
     p_value = binomtest(better, better + worse, 0.5).pvalue if better + worse else 1.0
     return better, tied, worse, float(p_value)
 

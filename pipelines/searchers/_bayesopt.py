@@ -606,10 +606,7 @@ def _fit_gp(rows: Sequence[tuple[np.ndarray, float]], n_dims: int, seed: int,
     if kernel is not None:
         params.update(kernel=kernel, optimizer=None)
     gp = _PriorGP(**params)
-    # One BLAS thread: the matrices are small (observations x observations), and a
-    # multi-threaded BLAS on a busy machine (trials running beside the driver) is many times
-    # slower than one thread.
-    with warnings.catch_warnings(), threadpool_limits(1):
+    with warnings.catch_warnings(), threadpool_limits(1):  # one BLAS thread: see _maximize
         warnings.simplefilter("ignore")
         return gp.fit(np.array([x for x, _ in rows]), np.array([v for _, v in rows]))
 
