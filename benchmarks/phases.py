@@ -19,8 +19,12 @@ Ray, or with ``--ray running`` joining one head this script starts once, as a us
 The phases come from the ``phases_s`` field each run writes to experiment.json; ``imports`` and
 ``after`` from the launch and exit times seen here.
 
+``--env NAME=VALUE`` (repeatable) adds runs with those variables exported, taking turns with
+the runs without them, for an A/B of a setting on the same machine at the same time; it then
+also prints each run's ``ray_start`` and total.
+
     python benchmarks/phases.py [--task svm] [--repeats 3] [--ray fresh|running|both]
-                                [--address auto] [-- extra flags]
+                                [--address auto] [--env NAME=VALUE ...] [-- extra flags]
 """
 
 from __future__ import annotations
@@ -100,29 +104,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray", default="fresh", choices=("fresh", "running", "both"),
                         help="fresh: a new local Ray per run; running: one head this script "
                              "starts (ray start --head) and every run joins; both: in turn")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="also run each mode with these exported, taking turns (A/B)")
     args = parser.parse_args(argv)
+    exported = dict(item.split("=", 1) for item in args.env)
     extra = extra or ["--algo", "grid", "--no-report"]
     out = tempfile.mkdtemp(prefix="bench-phases-")
-    modes = ["fresh", "running"] if args.ray == "both" else [args.ray]
+    rays = ["fresh", "running"] if args.ray == "both" else [args.ray]
+    modes = [*rays, *(f"{ray}+env" for ray in rays if exported)]
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     with contextlib.ExitStack() as stack:
         head = (stack.enter_context(running_ray(os.cpu_count() or 1, dict(os.environ)))
-                if "running" in modes else None)
+                if "running" in rays else None)
         for i in range(args.repeats):
-            for mode in modes:
-                address, env = head if mode == "running" else (args.address, None)
-                runs[mode].append(one_run(args.task, extra, address, out, f"{mode}{i}", env))
+            # With --env, the two variants swap order every repeat so neither always goes first.
+            order = modes if i % 2 == 0 or not exported else [*modes[len(rays):], *modes[:len(rays)]]
+            for mode in order:
+                address, env = head if mode.startswith("running") else (args.address, None)
+                if mode.endswith("+env"):
+                    env = {**(env or os.environ), **exported}
+                name = f"{mode.replace('+', '-')}{i}"
+                runs[mode].append(one_run(args.task, extra, address, out, name, env))
                 print(f"{mode} run {i + 1}/{args.repeats}: {runs[mode][-1]['total']:.1f} s, "
                       f"{runs[mode][-1]['trials']} trials", flush=True)
     print(f"\npipelines.{args.task} {' '.join(extra)}; median of {args.repeats} runs, seconds "
           f"(load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
-    print(f"  {'phase':<20} " + " ".join(f"{m:>8}" for m in modes))
+    print(f"  {'phase':<20} " + " ".join(f"{m:>10}" for m in modes))
     for key in (*ORDER, "total"):
         cells = []
         for mode in modes:
             values = [r[key] for r in runs[mode] if key in r]
-            cells.append(f"{statistics.median(values):8.3f}" if values else f"{'-':>8}")
+            cells.append(f"{statistics.median(values):10.3f}" if values else f"{'-':>10}")
         print(f"  {key:<20} " + " ".join(cells))
+    if exported:
+        print("\n+env: " + " ".join(f"{k}={v}" for k, v in exported.items()) + "; each run:")
+        for mode in modes:
+            print(f"  {mode:<13} ray_start " + " ".join(f"{r['ray_start']:.2f}" for r in runs[mode])
+                  + " | total " + " ".join(f"{r['total']:.1f}" for r in runs[mode]))
     return 0
 
 

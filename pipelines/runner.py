@@ -165,6 +165,13 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
 
 # Ray's prestart_worker_first_driver setting (read by the raylet from its environment).
 PRESTART_ENV = "RAY_prestart_worker_first_driver"
+# How Ray's processes retry connecting to a local socket (the object store's, the raylet's):
+# Ray waits raylet_client_connect_timeout_milliseconds (1000) between at most
+# raylet_client_num_connect_attempts (10) tries. Every Ray process reads both from its environment.
+CONNECT_WAIT_ENV = "RAY_raylet_client_connect_timeout_milliseconds"
+CONNECT_TRIES_ENV = "RAY_raylet_client_num_connect_attempts"
+# Retry every 20 ms, 500 times: the same 10 s of patience as Ray's default.
+CONNECT_RETRY = {CONNECT_WAIT_ENV: "20", CONNECT_TRIES_ENV: "500"}
 
 # Where and how this process runs: never taken from the stored experiment.
 _THIS_RUN_ONLY = frozenset({"resume", "name", "output", "address", "verbose", "no_report",
@@ -319,6 +326,13 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
         # unused. Off for the Ray this process starts (an exported value wins); a Ray joined
         # with --address keeps its own setting. tests/test_local_ray.py checks Ray reads it.
         os.environ.setdefault(PRESTART_ENV, "0")
+        # A new raylet starts its object store on a thread and connects to it at once; when it
+        # asks before the store listens, Ray's retry sleeps a full second (measured: 5 of 8
+        # fresh starts here lost that second). Retrying every 20 ms keeps the same patience.
+        # An exported wait wins (with its own or Ray's number of tries).
+        if CONNECT_WAIT_ENV not in os.environ:
+            for name, value in CONNECT_RETRY.items():
+                os.environ.setdefault(name, value)
         # address="local": always a fresh local Ray, never a cluster someone else started here.
         ray.init(address="local", num_cpus=args.num_cpus,
                  include_dashboard=task.needs_dashboard(args), logging_level=level,

@@ -1,9 +1,12 @@
-"""The local Ray a pipeline starts: no idle workers Tune never uses, and a shutdown without the
-autoscaler monitor's one-second wait, with nothing left behind.
+"""The local Ray a pipeline starts: no idle workers Tune never uses, no one-second retry when
+the raylet reaches its object store first, and a shutdown without the autoscaler monitor's
+one-second wait, with nothing left behind.
 
-Both rely on Ray internals, which these tests pin so that a Ray upgrade that moves them fails
+These rely on Ray internals, which these tests pin so that a Ray upgrade that moves them fails
 here: the raylet's ``prestart_worker_first_driver`` setting (read from
-``RAY_prestart_worker_first_driver``), and ``ray._private.worker._global_node``,
+``RAY_prestart_worker_first_driver``), the ``raylet_client_connect_timeout_milliseconds`` and
+``raylet_client_num_connect_attempts`` settings (read by every Ray process from ``RAY_`` + their
+names), and ``ray._private.worker._global_node``,
 ``Node.all_processes`` and ``Node.kill_monitor``. That a Ray joined with --address keeps its
 monitor is checked in tests/test_multinode.py.
 
@@ -21,7 +24,7 @@ import sys
 
 import pytest
 
-from pipelines.runner import PRESTART_ENV
+from pipelines.runner import CONNECT_RETRY, CONNECT_TRIES_ENV, CONNECT_WAIT_ENV, PRESTART_ENV
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.ray
@@ -42,6 +45,12 @@ def started_workers():
 class Probe:
     def pid(self):
         return os.getpid()
+
+    def connect_retry(self):
+        # The settings in effect in a worker the raylet started (Ray's own config object).
+        from ray._raylet import Config
+        return [Config.raylet_client_connect_timeout_milliseconds(),
+                Config.raylet_client_num_connect_attempts()]
 """
 
 _PRESTART = _COMMON + """
@@ -51,7 +60,9 @@ time.sleep(3)  # the raylet prestarts right after the driver connects
 seen["workers_before"] = started_workers()
 # An actor with a runtime_env, as Tune makes every trial actor, gets a worker of its own.
 actor = ray.remote(num_cpus=1, runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}})(Probe)
-seen["actor_pid"] = ray.get(actor.remote().pid.remote(), timeout=120)
+probe = actor.remote()
+seen["actor_pid"] = ray.get(probe.pid.remote(), timeout=120)
+seen["connect_retry"] = ray.get(probe.connect_retry.remote(), timeout=120)
 seen["workers_after"] = started_workers()
 seen["driver_pid"] = os.getpid()
 ray.shutdown()
@@ -78,7 +89,8 @@ print(json.dumps(seen))
 
 
 def _run(script: str, **env: str) -> dict:
-    child_env = {k: v for k, v in os.environ.items() if k not in (PRESTART_ENV, "RAY_ADDRESS")}
+    child_env = {k: v for k, v in os.environ.items()
+                 if k not in (PRESTART_ENV, CONNECT_WAIT_ENV, CONNECT_TRIES_ENV, "RAY_ADDRESS")}
     child_env["PYTHONPATH"] = REPO + os.pathsep + child_env.get("PYTHONPATH", "")
     child_env.update(env)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=child_env,
@@ -93,12 +105,16 @@ def test_a_local_ray_starts_workers_only_as_tune_actors_need_them():
     assert seen["workers_before"] == 0
     # The actor's worker shows in the same log, so the 0 above is not a log that moved.
     assert seen["actor_pid"] != seen["driver_pid"] and seen["workers_after"] == 1
+    # Ray reads the retry settings: a worker of this Ray retries every 20 ms, 500 times.
+    assert seen["connect_retry"] == [int(CONNECT_RETRY[CONNECT_WAIT_ENV]),
+                                     int(CONNECT_RETRY[CONNECT_TRIES_ENV])] == [20, 500]
 
 
-def test_an_exported_prestart_setting_wins():
-    seen = _run(_PRESTART, **{PRESTART_ENV: "1"})
+def test_exported_prestart_and_connect_settings_win():
+    seen = _run(_PRESTART, **{PRESTART_ENV: "1", CONNECT_WAIT_ENV: "1000"})
     assert seen["env"] == "1"
     assert seen["workers_before"] == 2  # one per CPU: Ray still reads the variable
+    assert seen["connect_retry"] == [1000, 10]  # the user's wait, with Ray's own tries
 
 
 def test_a_local_rays_monitor_stops_at_once_and_shutdown_leaves_no_process():
