@@ -19,12 +19,14 @@ Ray, or with ``--ray running`` joining one head this script starts once, as a us
 The phases come from the ``phases_s`` field each run writes to experiment.json; ``imports`` and
 ``after`` from the launch and exit times seen here.
 
-``--env NAME=VALUE`` (repeatable) adds runs with those variables exported, taking turns with
-the runs without them, for an A/B of a setting on the same machine at the same time; it then
-also prints each run's ``ray_start`` and total.
+``--env NAME=VALUE`` (repeatable) adds runs with those variables exported, and ``--against DIR``
+runs from another checkout (a git worktree of another commit), each taking turns with the plain
+runs: an A/B of a setting or a change on the same machine at the same time. Each run's
+``ray_start`` and total are then printed too.
 
     python benchmarks/phases.py [--task svm] [--repeats 3] [--ray fresh|running|both]
-                                [--address auto] [--env NAME=VALUE ...] [-- extra flags]
+                                [--address auto] [--env NAME=VALUE ...] [--against DIR]
+                                [-- extra flags]
 """
 
 from __future__ import annotations
@@ -49,14 +51,14 @@ ORDER = ("imports", "prepare", "ray_start", "data_load", "wait_for_load", "tuner
 
 
 def one_run(task: str, extra: list[str], address: str | None, out: str, name: str,
-            env: dict | None = None) -> dict:
-    env = dict(env or os.environ, PYTHONPATH=REPO)
+            env: dict | None = None, repo: str = REPO) -> dict:
+    env = dict(env or os.environ, PYTHONPATH=repo)
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", f"pipelines.{task}", "--output", out, "--name", name, *extra]
     if address:
         cmd += ["--address", address]
     launched = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo)
     ended = time.time()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -106,40 +108,54 @@ def main(argv: list[str] | None = None) -> int:
                              "starts (ray start --head) and every run joins; both: in turn")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="also run each mode with these exported, taking turns (A/B)")
+    parser.add_argument("--against", default=None, metavar="DIR",
+                        help="also run each mode from this checkout (another commit, e.g. a "
+                             "git worktree), taking turns (A/B)")
     args = parser.parse_args(argv)
     exported = dict(item.split("=", 1) for item in args.env)
     extra = extra or ["--algo", "grid", "--no-report"]
     out = tempfile.mkdtemp(prefix="bench-phases-")
     rays = ["fresh", "running"] if args.ray == "both" else [args.ray]
-    modes = [*rays, *(f"{ray}+env" for ray in rays if exported)]
+    # Variants: (suffix, exported variables, checkout); each runs every mode.
+    variants = [("", {}, REPO)]
+    if exported:
+        variants.append(("+env", exported, REPO))
+    if args.against:
+        variants.append(("@against", {}, os.path.abspath(args.against)))
+    modes = [ray + suffix for suffix, _, _ in variants for ray in rays]
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     with contextlib.ExitStack() as stack:
         head = (stack.enter_context(running_ray(os.cpu_count() or 1, dict(os.environ)))
                 if "running" in rays else None)
         for i in range(args.repeats):
-            # With --env, the two variants swap order every repeat so neither always goes first.
-            order = modes if i % 2 == 0 or not exported else [*modes[len(rays):], *modes[:len(rays)]]
-            for mode in order:
-                address, env = head if mode.startswith("running") else (args.address, None)
-                if mode.endswith("+env"):
-                    env = {**(env or os.environ), **exported}
-                name = f"{mode.replace('+', '-')}{i}"
-                runs[mode].append(one_run(args.task, extra, address, out, name, env))
+            # The variants go in reverse order every other repeat, so none always goes first.
+            for suffix, env_vars, repo in (variants if i % 2 == 0 else variants[::-1]):
+                for ray in rays:
+                    mode = ray + suffix
+                    address, env = head if ray == "running" else (args.address, None)
+                    if env_vars:
+                        env = {**(env or os.environ), **env_vars}
+                    name = f"{ray}{i}{suffix.replace('+', '-').replace('@', '-')}"
+                    runs[mode].append(one_run(args.task, extra, address, out, name, env, repo))
                 print(f"{mode} run {i + 1}/{args.repeats}: {runs[mode][-1]['total']:.1f} s, "
                       f"{runs[mode][-1]['trials']} trials", flush=True)
     print(f"\npipelines.{args.task} {' '.join(extra)}; median of {args.repeats} runs, seconds "
           f"(load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
-    print(f"  {'phase':<20} " + " ".join(f"{m:>10}" for m in modes))
+    print(f"  {'phase':<20} " + " ".join(f"{m:>14}" for m in modes))
     for key in (*ORDER, "total"):
         cells = []
         for mode in modes:
             values = [r[key] for r in runs[mode] if key in r]
-            cells.append(f"{statistics.median(values):10.3f}" if values else f"{'-':>10}")
+            cells.append(f"{statistics.median(values):14.3f}" if values else f"{'-':>14}")
         print(f"  {key:<20} " + " ".join(cells))
-    if exported:
-        print("\n+env: " + " ".join(f"{k}={v}" for k, v in exported.items()) + "; each run:")
+    if len(variants) > 1:
+        if exported:
+            print("\n+env: " + " ".join(f"{k}={v}" for k, v in exported.items()))
+        if args.against:
+            print(f"\n@against: {os.path.abspath(args.against)}")
+        print("each run:")
         for mode in modes:
-            print(f"  {mode:<13} ray_start " + " ".join(f"{r['ray_start']:.2f}" for r in runs[mode])
+            print(f"  {mode:<16} ray_start " + " ".join(f"{r['ray_start']:.2f}" for r in runs[mode])
                   + " | total " + " ".join(f"{r['total']:.1f}" for r in runs[mode]))
     return 0
 

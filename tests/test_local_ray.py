@@ -1,13 +1,14 @@
 """The local Ray a pipeline starts: no idle workers Tune never uses, no one-second retry when
-the raylet reaches its object store first, and a shutdown without the autoscaler monitor's
-one-second wait, with nothing left behind.
+the raylet reaches its object store first, no one-second poll for the raylet's registration,
+and a shutdown without the autoscaler monitor's one-second wait, with nothing left behind.
 
 These rely on Ray internals, which these tests pin so that a Ray upgrade that moves them fails
 here: the raylet's ``prestart_worker_first_driver`` setting (read from
 ``RAY_prestart_worker_first_driver``), the ``raylet_client_connect_timeout_milliseconds`` and
 ``raylet_client_num_connect_attempts`` settings (read by every Ray process from ``RAY_`` + their
-names), and ``ray._private.worker._global_node``,
-``Node.all_processes`` and ``Node.kill_monitor``. That a Ray joined with --address keeps its
+names), ``ray._private.services.get_node`` with the GCS node table's ``NodeID`` and ``Alive``
+fields, and ``ray._private.worker._global_node``, ``Node.all_processes`` and
+``Node.kill_monitor``. That a Ray joined with --address keeps its
 monitor is checked in tests/test_multinode.py.
 
 Each Ray runs in a child process, as a pipeline's does, which prints what it saw as JSON: the
@@ -34,7 +35,7 @@ import argparse, json, os, sys, time
 import ray
 from ray._private import ray_constants
 from pipelines import svm
-from pipelines.runner import PRESTART_ENV, start_ray, stop_autoscaler_monitor
+from pipelines.runner import NODE_WAIT, PRESTART_ENV, start_ray, stop_autoscaler_monitor
 
 def started_workers():
     # Worker processes this Ray's raylet has started, by its log.
@@ -55,7 +56,9 @@ class Probe:
 
 _PRESTART = _COMMON + """
 start_ray(argparse.Namespace(address=None, num_cpus=2, verbose=False), svm.TASK)
-seen = {"env": os.environ.get(PRESTART_ENV)}
+seen = {"env": os.environ.get(PRESTART_ENV), "node_wait": dict(NODE_WAIT)}
+from ray._private import services
+seen["get_node_restored"] = services.get_node.__module__ == "ray._private.services"
 time.sleep(3)  # the raylet prestarts right after the driver connects
 seen["workers_before"] = started_workers()
 # An actor with a runtime_env, as Tune makes every trial actor, gets a worker of its own.
@@ -105,6 +108,11 @@ def test_a_local_ray_starts_workers_only_as_tune_actors_need_them():
     assert seen["workers_before"] == 0
     # The actor's worker shows in the same log, so the 0 above is not a log that moved.
     assert seen["actor_pid"] != seen["driver_pid"] and seen["workers_after"] == 1
+    # ray.init still asks for the new node through the function prompt_node_wait wraps, the
+    # poll saw the node in the GCS's table (so the table still has the fields it reads), and
+    # Ray's own function is back in place afterwards.
+    assert seen["node_wait"]["seen"] is True and seen["node_wait"]["polls"] >= 1
+    assert seen["get_node_restored"]
     # Ray reads the retry settings: a worker of this Ray retries every 20 ms, 500 times.
     assert seen["connect_retry"] == [int(CONNECT_RETRY[CONNECT_WAIT_ENV]),
                                      int(CONNECT_RETRY[CONNECT_TRIES_ENV])] == [20, 500]
