@@ -459,7 +459,7 @@ NODE_WAIT: dict[str, Any] = {}
 
 
 @contextlib.contextmanager
-def prompt_node_wait(poll_s: float = 0.02, most_s: float = 10.0):
+def prompt_node_wait(poll_s: float = 0.02, most_s: float = 5.0):
     """While ``ray.init`` starts a local Ray, notice the raylet's registration within ``poll_s``.
 
     After launching the raylet, ``ray.init`` asks the GCS for the new node
