@@ -19,7 +19,8 @@ Ray, or with ``--ray running`` joining one head this script starts once, as a us
 The phases come from the ``phases_s`` field each run writes to experiment.json; ``imports`` and
 ``after`` from the launch and exit times seen here.
 
-``--env NAME=VALUE`` (repeatable) adds runs with those variables exported, and ``--against DIR``
+``--env NAME=VALUE`` (repeatable; fresh Ray only) adds runs with those variables exported, and
+``--against DIR``
 runs from another checkout (a git worktree of another commit), each taking turns with the plain
 runs: an A/B of a setting or a change on the same machine at the same time. Each run's
 ``ray_start`` and total are then printed too.
@@ -112,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run each mode from this checkout (another commit, e.g. a "
                              "git worktree), taking turns (A/B)")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.env):
+        parser.error("--env takes NAME=VALUE")
+    if args.env and (args.ray != "fresh" or args.address):
+        # A driver joining a running Ray does not pass its environment to the raylet or workers.
+        parser.error("--env applies to runs on a fresh Ray (--ray fresh, no --address): a "
+                     "running Ray keeps the settings it was started with")
     exported = dict(item.split("=", 1) for item in args.env)
     extra = extra or ["--algo", "grid", "--no-report"]
     out = tempfile.mkdtemp(prefix="bench-phases-")
@@ -137,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         env = {**(env or os.environ), **env_vars}
                     name = f"{ray}{i}{suffix.replace('+', '-').replace('@', '-')}"
                     runs[mode].append(one_run(args.task, extra, address, out, name, env, repo))
-                print(f"{mode} run {i + 1}/{args.repeats}: {runs[mode][-1]['total']:.1f} s, "
-                      f"{runs[mode][-1]['trials']} trials", flush=True)
+                    print(f"{mode} run {i + 1}/{args.repeats}: {runs[mode][-1]['total']:.1f} s, "
+                          f"{runs[mode][-1]['trials']} trials", flush=True)
     print(f"\npipelines.{args.task} {' '.join(extra)}; median of {args.repeats} runs, seconds "
           f"(load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
     print(f"  {'phase':<20} " + " ".join(f"{m:>14}" for m in modes))

@@ -328,10 +328,10 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
         # with --address keeps its own setting. tests/test_local_ray.py checks Ray reads it.
         os.environ.setdefault(PRESTART_ENV, "0")
         # A new raylet starts its object store on a thread and connects to it at once; when it
-        # asks before the store listens, Ray's retry sleeps a full second (measured: 5 of 8
-        # fresh starts here lost that second). Retrying every 20 ms keeps the same patience.
-        # An exported wait wins (with its own or Ray's number of tries).
-        if CONNECT_WAIT_ENV not in os.environ:
+        # asks before the store listens, Ray's retry sleeps a full second (7 of 10 fresh starts
+        # here lost it, README). Retrying every 20 ms keeps the same patience.
+        # Either one exported leaves both to the user (and Ray's defaults).
+        if CONNECT_WAIT_ENV not in os.environ and CONNECT_TRIES_ENV not in os.environ:
             for name, value in CONNECT_RETRY.items():
                 os.environ.setdefault(name, value)
         # address="local": always a fresh local Ray, never a cluster someone else started here.
@@ -469,16 +469,19 @@ def prompt_node_wait(poll_s: float = 0.02, most_s: float = 5.0):
     took a little over one. Inside this context ``get_node`` first polls the GCS's node table
     every ``poll_s`` until the node is alive (for at most ``most_s``, then Ray's own wait goes
     on), then calls Ray's. Ray internals; if they move, Ray's own wait is all that is left, and
-    tests/test_local_ray.py fails (it checks that the poll saw the node).
+    tests/test_local_ray.py fails (it checks that the poll saw the node). Not reentrant: the
+    pipeline starts one Ray per process, from the main thread.
     """
+    NODE_WAIT.clear()
     try:
         from ray._private import services, state
         original = services.get_node
         client_options = services._get_gcs_client_options
     except (ImportError, AttributeError):
+        original = None
+    if original is None:
         yield
         return
-    NODE_WAIT.clear()
     NODE_WAIT.update(polls=0, seen=False)
 
     def get_node(gcs_address, node_id, *rest, **kwargs):
