@@ -20,10 +20,9 @@ The phases come from the ``phases_s`` field each run writes to experiment.json; 
 ``after`` from the launch and exit times seen here.
 
 ``--env NAME=VALUE`` (repeatable; fresh Ray only) adds runs with those variables exported, and
-``--against DIR``
-runs from another checkout (a git worktree of another commit), each taking turns with the plain
-runs: an A/B of a setting or a change on the same machine at the same time. Each run's
-``ray_start`` and total are then printed too.
+``--against DIR`` runs from another checkout (a git worktree of another commit), each taking
+turns with the plain runs: an A/B of a setting or a change on the same machine at the same time.
+Each run's ``ray_start`` and total are then printed too.
 
     python benchmarks/phases.py [--task svm] [--repeats 3] [--ray fresh|running|both]
                                 [--address auto] [--env NAME=VALUE ...] [--against DIR]

@@ -8,8 +8,8 @@ here: the raylet's ``prestart_worker_first_driver`` setting (read from
 ``raylet_client_num_connect_attempts`` settings (read by every Ray process from ``RAY_`` + their
 names), ``ray._private.services.get_node`` with the GCS node table's ``NodeID`` and ``Alive``
 fields, and ``ray._private.worker._global_node``, ``Node.all_processes`` and
-``Node.kill_monitor``. That a Ray joined with --address keeps its
-monitor is checked in tests/test_multinode.py.
+``Node.kill_monitor``. That a Ray joined with --address keeps its monitor is checked in
+tests/test_multinode.py.
 
 Each Ray runs in a child process, as a pipeline's does, which prints what it saw as JSON: the
 test process itself starts no Ray (several Ray sessions started and stopped in one process are
