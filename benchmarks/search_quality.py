@@ -285,10 +285,15 @@ def scaling(methods: list[str], counts: list[int], repeats: int, versions: str) 
 
 # --- report --------------------------------------------------------------------------------------
 
+def group_problems(problems: list[str], kinds: dict[str, str], group: str) -> list[str]:
+    """The problems of ``group`` ("all": every one)."""
+    return [p for p in problems if group == "all" or kinds[p] == group]
+
+
 def group_summary(cells: dict, problems: list[str], kinds: dict[str, str], methods: list[str],
                   group: str, in_flight: int, budget: int) -> dict[str, tuple[float, float]]:
     """method -> (median rank, median regret) over the group's problems."""
-    names = [p for p in problems if group == "all" or kinds[p] == group]
+    names = group_problems(problems, kinds, group)
     out = {}
     for m in methods:
         got = [cells[(p, in_flight, budget, m)] for p in names if (p, in_flight, budget, m) in cells]
@@ -309,7 +314,7 @@ def paired(cells: dict, problems: list[str], kinds: dict[str, str], group: str, 
     """
     from scipy.stats import binomtest
 
-    names = [p for p in problems if group == "all" or kinds[p] == group]
+    names = group_problems(problems, kinds, group)
     if not names:
         return None
     better = tied = worse = 0

@@ -332,8 +332,7 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
         # here lost it, README). Retrying every 20 ms keeps the same patience.
         # Either one exported leaves both to the user (and Ray's defaults).
         if CONNECT_WAIT_ENV not in os.environ and CONNECT_TRIES_ENV not in os.environ:
-            for name, value in CONNECT_RETRY.items():
-                os.environ.setdefault(name, value)
+            os.environ.update(CONNECT_RETRY)
         # address="local": always a fresh local Ray, never a cluster someone else started here.
         with prompt_node_wait():
             ray.init(address="local", num_cpus=args.num_cpus,
