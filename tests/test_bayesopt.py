@@ -805,6 +805,30 @@ def test_neighbours_change_one_discrete_parameter_and_stay_valid():
     assert tuple(box.snap(box.encode(config))) not in {tuple(u) for u in moves}
 
 
+def test_candidates_near_the_incumbent_are_valid_small_steps_that_keep_its_choices():
+    from pipelines.searchers._bayesopt import _LogEI
+    from search_spaces.transform import UnitTransform
+
+    space = mixed_space()
+    box = UnitTransform(space)
+    search = _LogEI(xi=0.0)
+    search.transform = box
+    centre = box.encode(space.finalize({"lr": 1e-3, "layers": 4, "units": 64,
+                                        "optimizer": "sgd", "momentum": 0.9, "epochs": 3}))
+    near = search._near(centre, np.random.default_rng(0))
+    assert near.shape == (search.N_NEAR, box.n_dims)
+    configs = [box.decode(u) for u in near]
+    assert all(space.check_config(c) == c for c in configs)
+    assert {c["optimizer"] for c in configs} == {"sgd"}  # categoricals are kept
+    lr = np.log10([c["lr"] for c in configs])
+    # lr's column spans 6 decades: a step of 0.02 of it is 0.12 decades (4 sigma: 0.5).
+    assert np.all(np.abs(lr + 3) < 0.5) and np.std(lr) > 0.05
+    assert np.all(np.abs(np.array([c["momentum"] for c in configs]) - 0.9) < 0.1)
+    # ints move too (by rounding a step of the int's band), which L-BFGS-B never does
+    assert len({c["units"] for c in configs}) > 3
+    assert len({tuple(u) for u in near}) > 0.9 * len(near)
+
+
 def test_bo_beats_random_search_in_six_continuous_dimensions():
     """A 6-dim bowl whose minimum is no grid or corner point: 12 random points, then 18 model
     suggestions, against 30 random draws on the same seeds."""

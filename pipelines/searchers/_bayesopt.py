@@ -9,8 +9,9 @@ categoricals one-hot, inactive params at 0.5) and uses bayes_opt's pieces there:
   kernel, a fitted noise term and standardized targets (``gp_params``), instead of the default
   single length scale on the raw bounds, which ignores narrow parameters;
 - the acquisition is bayes_opt's expected improvement on a log scale (or its UCB), maximized
-  over valid configs: random draws and a Sobol set of the space, then L-BFGS-B on the continuous
-  columns with the discrete ones held fixed (``_MixedSpaceSearch``).
+  over valid configs: random draws and a Sobol set of the space, and small steps from the best
+  observed point, then L-BFGS-B on the continuous columns with the discrete ones held fixed
+  (``_MixedSpaceSearch``).
 
 The model is rebuilt from the stored observations at every suggestion, with a random state
 derived from ``(seed, number of suggestions so far)``. That makes the searcher a pure function of
@@ -51,7 +52,7 @@ from pipelines.searchers._bayesopt_box import (
 )
 from pipelines.searchers._resume import RESUME_KEY, TrialOrder
 from pipelines.searchers._state import PickledState
-from search_spaces.space import Space, SpaceError
+from search_spaces.space import Categorical, Space, SpaceError
 from search_spaces.transform import UnitTransform
 
 __all__ = ["BayesOptSearcher", "default_n_init", "warm_start_from_parquet"]
@@ -782,11 +783,11 @@ class _MixedSpaceSearch:
     bayes_opt's own search draws 10,000 uniform points of the box and polishes them with
     L-BFGS-B on every column, which on one-hot and int columns lands between valid configs; with
     discrete columns it falls back to a slow differential evolution. Here the candidates are valid
-    configs (random draws of the space, as random search draws them, plus a scrambled Sobol set
-    snapped to valid configs). The best few, and the best observed points, are then refined by
-    L-BFGS-B on the continuous columns with the discrete ones held fixed, alternated with
-    one-parameter discrete moves (another choice, a nearby integer), as Optuna's mixed-space
-    optimizer does.
+    configs (random draws of the space, as random search draws them, a scrambled Sobol set
+    snapped to valid configs, and small steps from the best observed point, ``_near``). The
+    best few, and the best observed points, are then refined by L-BFGS-B on the continuous
+    columns with the discrete ones held fixed, alternated with one-parameter discrete moves
+    (another choice, a nearby integer), as Optuna's mixed-space optimizer does.
     """
 
     transform: Any = None  # a search_spaces.transform.UnitTransform, set before suggest()
@@ -794,6 +795,9 @@ class _MixedSpaceSearch:
     N_LOCAL = 3
     N_INCUMBENT = 2
     N_DISCRETE_ROUNDS = 3
+    # Candidates drawn around the best observed point, and their step (see ``_near``).
+    N_NEAR = 256
+    NEAR_SIGMA = 0.02
 
     def _acq_min(self, acq, space, random_state, n_random=0, n_smart=0):
         from scipy.stats import qmc
@@ -801,14 +805,17 @@ class _MixedSpaceSearch:
         box = self.transform
         rng = np.random.default_rng(random_state.randint(2**31 - 1))
         sobol = qmc.Sobol(box.n_dims, scramble=True, seed=rng).random(self.N_CANDIDATES // 2)
-        candidates = np.vstack([box.sample(self.N_CANDIDATES // 2, rng), box.snap_many(sobol)])
-        values = acq(candidates)
-        order = np.argsort(values)
         # Local searches start from the best candidates and from the best observed points (as
         # Optuna's GPSampler warm-starts from its incumbent): once the model is sure of the
         # region, the next improvement is a small step from the incumbent, which random and
         # Sobol candidates in 6 or more dimensions rarely land close enough to find.
         incumbents = space.params[np.argsort(-space.target)[:self.N_INCUMBENT]]
+        parts = [box.sample(self.N_CANDIDATES // 2, rng), box.snap_many(sobol)]
+        if self.N_NEAR and len(incumbents):
+            parts.append(self._near(incumbents[0], rng))
+        candidates = np.vstack(parts)
+        values = acq(candidates)
+        order = np.argsort(values)
         starts = box.snap_many(np.vstack([candidates[order[:self.N_LOCAL]], incumbents]))
         points, point_values = self._polish(acq, starts)
         found = np.vstack([points, candidates])
@@ -822,6 +829,28 @@ class _MixedSpaceSearch:
         if fresh.any():
             found, found_values = found[fresh], found_values[fresh]
         return found[int(np.argmin(found_values))]
+
+    def _near(self, centre: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``N_NEAR`` valid configs around ``centre`` (the best observed point): every
+        non-categorical column (floats, ints) moved by a Gaussian step of ``NEAR_SIGMA`` of the
+        unit box, categoricals kept, snapped.
+
+        Late in a search the next improvement is a small step from the incumbent in several
+        parameters at once. The L-BFGS-B run from the incumbent finds it when the acquisition
+        has a slope to follow there, but in 6 or more dimensions random and Sobol candidates
+        almost never land close enough to start the other local searches in that basin, and an
+        int column is not moved by L-BFGS-B at all. Measured with benchmarks/search_quality.py
+        (README, "Candidates near the incumbent"): 40 seeds of the synthetic suite, 40 trials,
+        median regret 0.00445 to 0.0029 sequential and 0.053 to 0.030 with 4 in flight.
+        """
+        box = self.transform
+        near = np.repeat(np.asarray(centre, dtype=float)[None, :], self.N_NEAR, axis=0)
+        numeric = np.ones(box.n_dims, dtype=bool)
+        for name, start, width in box.blocks:
+            if isinstance(box.space.params[name], Categorical):
+                numeric[start:start + width] = False
+        near[:, numeric] += rng.normal(0.0, self.NEAR_SIGMA, (self.N_NEAR, int(numeric.sum())))
+        return box.snap_many(np.clip(near, 0.0, 1.0))
 
     def _polish(self, acq, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Refine each row of ``points``: L-BFGS-B on the continuous columns (discrete ones
