@@ -67,9 +67,12 @@ from sq_problems import Problem, all_problems, synthetic_problems  # noqa: E402
 METHODS = {"random": "project random (Space.sample)",
            "bayesopt": "project bayesopt (BayesOptSearcher: ARD GP, log-EI, kriging believer)",
            "bo-cl": "project bayesopt with a constant liar (worst score) for trials in flight",
+           "bo-no-near": "project bayesopt without the candidates near the incumbent",
            "tpe": "Optuna TPESampler (constant_liar when parallel)",
            "gp": "Optuna GPSampler"}
-PROJECT_METHODS = ("random", "bayesopt", "bo-cl")
+PROJECT_METHODS = ("random", "bayesopt", "bo-cl", "bo-no-near")
+# The project's BO with one part left out, to measure what the part is worth.
+ABLATIONS = ("bo-cl", "bo-no-near")
 GROUPS = ("synthetic", "real")
 # Covers a log int and a categorical (hpo6), a conditional space (cond), a real task with a fixed
 # parameter (svm-wine), an int-heavy real task (rf-wine), both modes, every method.
@@ -122,10 +125,12 @@ def run_method(method: str, problem: Problem, seed: int, budget: int, in_flight:
     if method in PROJECT_METHODS:
         from pipelines.searchers import make_searcher
 
-        searcher, _ = make_searcher("bayesopt" if method == "bo-cl" else method, problem.space,
+        searcher, _ = make_searcher("bayesopt" if method in ABLATIONS else method, problem.space,
                                     metric="score", mode="min", seed=seed, num_samples=budget)
         if method == "bo-cl":
             searcher._liar = "worst"
+        if method == "bo-no-near":
+            searcher._new_acquisition = _without_near(searcher._new_acquisition)
 
         def ask(i: int):
             config = searcher.suggest(f"t{i}")
@@ -151,6 +156,15 @@ def run_method(method: str, problem: Problem, seed: int, budget: int, in_flight:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's experimental-feature notes, bayes_opt's
         return drive(ask, tell, evaluate, budget, in_flight)
+
+
+def _without_near(new_acquisition: Callable[[], Any]) -> Callable[[], Any]:
+    """The searcher's acquisition factory, its search given no candidates near the incumbent."""
+    def factory():
+        acq = new_acquisition()
+        acq.N_NEAR = 0
+        return acq
+    return factory
 
 
 def run_unit(unit: tuple[str, int, list[str], list[int], int]) -> dict[str, Any]:
@@ -389,8 +403,8 @@ def plot(path: str, curves: dict, problems: list[str], methods: list[str], modes
     ncols = min(4, len(problems))
     nrows = math.ceil(len(problems) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.2 * nrows), squeeze=False)
-    colors = dict(zip(METHODS, ("tab:gray", "tab:blue", "tab:purple", "tab:orange", "tab:green"),
-                      strict=True))
+    colors = dict(zip(METHODS, ("tab:gray", "tab:blue", "tab:purple", "tab:brown", "tab:orange",
+                                "tab:green"), strict=True))
     styles = {1: "-", 4: "--"}
     x = list(range(1, max_budget + 1))
     for ax, p in zip(axes.flat, problems, strict=False):

@@ -77,3 +77,22 @@ def test_the_run_prints_paired_records_for_every_pair_of_methods():
         assert r["lower"] + r["tied"] + r["higher"] == 3  # one problem, three seeds
         assert 0.0 <= r["sign_test_p"] <= 1.0
     assert "seed by seed" in proc.stdout
+
+
+def test_the_ablation_leaves_out_only_the_candidates_near_the_incumbent(sq, monkeypatch):
+    from pipelines.searchers import _bayesopt
+
+    calls = []
+    original = _bayesopt._MixedSpaceSearch._near
+
+    def counted(self, centre, rng):
+        calls.append(self.N_NEAR)
+        return original(self, centre, rng)
+
+    monkeypatch.setattr(_bayesopt._MixedSpaceSearch, "_near", counted)
+    problem = sq.all_problems()["branin"]
+    values, _ = sq.run_method("bayesopt", problem, 0, 8, 1)
+    assert len(values) == 8 and calls and set(calls) == {_bayesopt._MixedSpaceSearch.N_NEAR}
+    calls.clear()
+    values, _ = sq.run_method("bo-no-near", problem, 0, 8, 1)
+    assert len(values) == 8 and not calls
