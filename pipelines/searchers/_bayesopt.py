@@ -811,7 +811,7 @@ class _MixedSpaceSearch:
         # Sobol candidates in 6 or more dimensions rarely land close enough to find.
         incumbents = space.params[np.argsort(-space.target)[:self.N_INCUMBENT]]
         parts = [box.sample(self.N_CANDIDATES // 2, rng), box.snap_many(sobol)]
-        if self.N_NEAR and len(incumbents):
+        if self.N_NEAR:  # bayes_opt never asks with no observations: an incumbent exists
             parts.append(self._near(incumbents[0], rng))
         candidates = np.vstack(parts)
         values = acq(candidates)
