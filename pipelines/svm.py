@@ -49,7 +49,7 @@ def fidelities(args: argparse.Namespace) -> tuple[float, ...]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from trainables.svm import load_data
+    from trainables.svm import check_dataset, load_data, split_is_certain
 
     # Here, not in main: on --resume the experiment's algorithm and scheduler are adopted first.
     if args.configs_per_trial not in (1, "auto"):
@@ -60,13 +60,25 @@ def _check(args: argparse.Namespace) -> None:
             raise ValueError("--configs-per-trial above 1 cannot be used with --tensorboard or "
                              "--mlflow: they log one run per Tune trial")
 
-    # Tabular data loads in milliseconds: loading (and splitting) it here rejects a test size
-    # or fold count the data cannot take before Ray starts, not after.
-    args._data = load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv,
-                           seed=args.split_seed)
+    # A test size or fold count the data cannot take is rejected here, before Ray starts. A
+    # file is loaded and split here (its columns and values need checking too). A built-in
+    # dataset whose class sizes already prove the split works (``split_is_certain``) loads
+    # beside Ray's start instead (``_load``): importing scikit-learn is most of a second, and
+    # then it overlaps ``ray.init``.
+    check_dataset(args.dataset, args.target)
+    args._data = None
+    if not split_is_certain(args.dataset, args.test_size, args.cv):
+        args._data = load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv,
+                               seed=args.split_seed)
 
 
 def _load(args: argparse.Namespace):
+    """The data ``_check`` loaded, or now the built-in dataset it vouched for."""
+    if getattr(args, "_data", None) is None:
+        from trainables.svm import load_data
+
+        args._data = load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv,
+                               seed=args.split_seed)
     return args._data
 
 

@@ -1,14 +1,22 @@
 """The SVM trainable without Ray: honest splits, CV equal to GridSearchCV's, refit-and-test."""
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
+from tests.helpers import REPO
 from trainables.svm import (
+    BUILTIN_CLASS_COUNTS,
+    BUILTIN_DATASETS,
     DatasetError,
     check_dataset,
     cv_score,
     load_data,
     refit_and_test,
+    split_is_certain,
     svm_trial,
 )
 
@@ -101,3 +109,57 @@ def test_dataset_errors(tmp_path):
     path.write_text("a,y\n" + "".join(f"{i},0\n" for i in range(20)))
     with pytest.raises(DatasetError, match="fewer than two classes"):
         load_data(str(path), "y")
+
+
+def test_builtin_class_counts_are_the_datasets_scikit_learn_ships():
+    from sklearn import datasets
+
+    assert sorted(BUILTIN_CLASS_COUNTS) == sorted(BUILTIN_DATASETS)
+    for name, counts in BUILTIN_CLASS_COUNTS.items():
+        y = getattr(datasets, f"load_{name}")().target
+        assert tuple(np.unique(y, return_counts=True)[1]) == counts, name
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class")  # more folds than a class
+@pytest.mark.parametrize("name", BUILTIN_DATASETS)
+def test_a_split_called_certain_always_loads(name):
+    """Over test sizes from a thousandth to 0.99 and folds from 2 to 300: wherever
+    split_is_certain vouches for a split, load_data makes it without an error; and it vouches
+    for the defaults and for most everyday settings, or the pipeline gains nothing."""
+    test_sizes = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7,
+                  0.8, 0.9, 0.95, 0.97, 0.98, 0.99]
+    folds = [2, 3, 4, 5, 7, 10, 16, 20, 25, 30, 49, 50, 60, 100, 170, 174, 175, 300]
+    certain = 0
+    for test_size in test_sizes:
+        for cv in folds:
+            if split_is_certain(name, test_size, cv):
+                certain += 1
+                data = load_data(name, test_size=test_size, cv=cv, seed=3)
+                assert len(data.folds) == cv
+    assert split_is_certain(name, 0.2, 3) and split_is_certain(name, 0.25, 5)
+    assert certain >= 40
+    assert not split_is_certain(name, 0.2, 10**6)
+    assert not split_is_certain("a_file.csv", 0.2, 3)
+
+
+def test_the_default_check_vouches_without_importing_scikit_learn(tmp_path):
+    """The SVM pipeline's check before Ray leaves the built-in data to load beside Ray's start:
+    scikit-learn is not imported until then, and the data loaded later is the same split."""
+    code = textwrap.dedent(f"""
+        import sys
+        from pipelines import cli, runner, svm
+        from trainables.svm import load_data
+        args = cli.finish_args(svm.build_parser().parse_args(
+            ["--output", {str(tmp_path)!r}, "--name", "e"]), "svm")
+        runner.prepare(svm.TASK, args)
+        assert "sklearn" not in sys.modules, "scikit-learn imported before Ray starts"
+        assert args._data is None
+        data = svm._load(args)
+        assert "sklearn" in sys.modules and svm._load(args) is data
+        same = load_data("digits", test_size=0.2, cv=3, seed=args.split_seed)
+        assert (data.y_train == same.y_train).all() and len(data.folds) == 3
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -11,6 +11,7 @@ HalvingGridSearchCV grows ``n_samples``.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -92,6 +93,40 @@ def _file_columns(path: str) -> list[str]:
         return list(pq.read_schema(path).names)
     except Exception as exc:
         raise DatasetError(f"dataset file '{path}' cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+# Class sizes of scikit-learn's built-in datasets: fixed data the package ships (tests/test_svm.py
+# checks them against its loaders). They let ``split_is_certain`` vouch for a split without
+# importing scikit-learn, which takes most of a second.
+BUILTIN_CLASS_COUNTS = {
+    "digits": (178, 182, 177, 183, 181, 182, 181, 179, 174, 180),
+    "iris": (50, 50, 50),
+    "wine": (59, 71, 48),
+    "breast_cancer": (212, 357),
+}
+
+
+def split_is_certain(dataset: str | None, test_size: float, cv: int) -> bool:
+    """Whether ``load_data(dataset, test_size=test_size, cv=cv)`` of a built-in dataset is sure
+    to succeed, known from its class sizes alone (no import of scikit-learn, no data read).
+
+    True only when every check ``load_data`` and scikit-learn make passes with a margin of one
+    row either way (the test split's rounding, the stratified split's allocation per class):
+    each class has ``cv + 1`` rows, the train and test splits each hold at least one row per
+    class, and some class keeps at least ``cv`` train rows for ``StratifiedKFold``. False
+    means "load it to find out": the caller then loads the data before Ray starts, and
+    ``load_data`` names the problem, if there is one.
+    """
+    counts = BUILTIN_CLASS_COUNTS.get(dataset or "digits")
+    if counts is None or not (0 < test_size < 1) or cv < 2:
+        return False
+    n, n_classes = sum(counts), len(counts)
+    n_test = math.ceil(test_size * n)  # as scikit-learn's _validate_shuffle_split rounds it
+    n_train_low = n - (n_test + 1)
+    return (min(counts) >= cv + 1 and n_test - 1 >= n_classes
+            and n_train_low >= max(n_classes, cv)
+            # The stratified split gives class c at least floor(c x n_train / n) train rows.
+            and any(c * n_train_low // n >= cv for c in counts))
 
 
 def _load_xy(dataset: str | None, target: str | None) -> tuple[str, np.ndarray, np.ndarray, list[str]]:
