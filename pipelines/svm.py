@@ -63,11 +63,13 @@ def _check(args: argparse.Namespace) -> None:
     # A test size or fold count the data cannot take is rejected here, before Ray starts. A
     # file is loaded and split here (its columns and values need checking too). A built-in
     # dataset whose class sizes already prove the split works (``split_is_certain``) loads
-    # beside Ray's start instead (``_load``): importing scikit-learn is most of a second, and
-    # then it overlaps ``ray.init``.
+    # beside the start of a local Ray instead (``_load``): importing scikit-learn is most of
+    # a second, and then it overlaps ``ray.init``. Joining a running Ray (--address) takes a
+    # few tenths of a second, too short to hide it behind (README, "Where a short run's time
+    # goes"), so there the data loads here.
     check_dataset(args.dataset, args.target)
     args._data = None
-    if not split_is_certain(args.dataset, args.test_size, args.cv):
+    if args.address or not split_is_certain(args.dataset, args.test_size, args.cv):
         args._data = load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv,
                                seed=args.split_seed)
 
