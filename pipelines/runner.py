@@ -334,7 +334,11 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
         if CONNECT_WAIT_ENV not in os.environ and CONNECT_TRIES_ENV not in os.environ:
             os.environ.update(CONNECT_RETRY)
         # address="local": always a fresh local Ray, never a cluster someone else started here.
-        with prompt_node_wait():
+        # Without --verbose nothing reads the workers' logs (log_to_driver is off), and a Ray
+        # on one machine has nothing to autoscale: neither monitor is started then.
+        with prompt_node_wait(), dashboard_beside_raylet(), \
+                without_monitors(logs=not args.verbose,
+                                 autoscaler=not task.needs_dashboard(args)):
             ray.init(address="local", num_cpus=args.num_cpus,
                      include_dashboard=task.needs_dashboard(args), logging_level=level,
                      log_to_driver=args.verbose)
@@ -513,6 +517,128 @@ def _poll_node(global_state, options, node_id: str, poll_s: float, most_s: float
         return False
     finally:
         global_state.disconnect()
+
+
+# Whether the last ``dashboard_beside_raylet`` started the dashboard on its own thread.
+DASHBOARD_START: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def dashboard_beside_raylet():
+    """While ``ray.init`` starts a local Ray, start its dashboard process beside the raylet.
+
+    A new head starts the GCS, then the dashboard process (even with ``include_dashboard=False``
+    a minimal one, for usage statistics), and waits, polling every 0.1 s, until the dashboard
+    has written its address to the GCS (about 1 s here: a Python process importing Ray and
+    aiohttp); only then does it launch the raylet, which needs another 0.8-1 s to register.
+    The raylet does not use the dashboard, so the two waits need not add up: inside this
+    context ``Node.start_api_server`` (the launch and that wait) runs on a thread, and
+    ``Node.start_ray_processes`` (the raylet's launch) waits for it before returning, so
+    ``ray.init`` still returns a node whose dashboard has started (or raises its error). The
+    thread then stays parked for the life of the process (see ``run``). Ray
+    internals; if they move, the plain sequential start is all that is left, and
+    tests/test_local_ray.py fails (it checks the dashboard started on the thread). Not
+    reentrant: the pipeline starts one Ray per process, from the main thread.
+    """
+    DASHBOARD_START.clear()
+    try:
+        from ray._private.node import Node
+        start_api_server, start_ray_processes = Node.start_api_server, Node.start_ray_processes
+    except (ImportError, AttributeError):
+        yield
+        return
+    started: dict[int, tuple[threading.Event, dict]] = {}
+
+    def start_api_server_on_a_thread(node, *args, **kwargs):
+        outcome: dict[str, BaseException] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                start_api_server(node, *args, **kwargs)
+            except BaseException as exc:  # re-raised where ray.init would have raised it
+                outcome["error"] = exc
+            finally:
+                done.set()
+            # Ray launches the dashboard with PR_SET_PDEATHSIG (it dies with its parent), and
+            # Linux takes the parent to be the thread that forked it: this thread must live as
+            # long as the process, or the dashboard is killed the moment it returns.
+            threading.Event().wait()
+
+        threading.Thread(target=run, name="ray-dashboard", daemon=True).start()
+        started[id(node)] = (done, outcome)
+        DASHBOARD_START["threaded"] = True
+
+    def start_ray_processes_then_join(node, *args, **kwargs):
+        try:
+            return start_ray_processes(node, *args, **kwargs)
+        finally:
+            _join_dashboard_start(started.pop(id(node), None))
+
+    Node.start_api_server = start_api_server_on_a_thread
+    Node.start_ray_processes = start_ray_processes_then_join
+    try:
+        yield
+    finally:
+        Node.start_api_server, Node.start_ray_processes = start_api_server, start_ray_processes
+        for done, _ in list(started.values()):  # ray.init failed before the raylet's launch
+            done.wait()
+        started.clear()
+
+
+# The monitors the last ``without_monitors`` kept from starting.
+SKIPPED_MONITORS: list[str] = []
+
+
+@contextlib.contextmanager
+def without_monitors(logs: bool, autoscaler: bool):
+    """While ``ray.init`` starts a local Ray, do not start its log monitor (``logs``) or its
+    autoscaler monitor (``autoscaler``).
+
+    Each is a Python process that imports Ray during the start (about 0.4 CPU-seconds each,
+    on a start that is CPU-bound on a small machine once the dashboard starts beside the
+    raylet). The log monitor tails the workers' log files and publishes new lines for drivers
+    started with ``log_to_driver=True``; the pipeline's driver is, only with --verbose, and the
+    log files are written either way. The autoscaler monitor scales a cluster that has a
+    provider; a Ray started by ``ray.init`` on one machine has none. The pipeline keeps it for
+    Ray Train (fine-tuning with several workers per trial), which reads cluster state.
+    ``ray.init`` has no argument for either (``ray start`` has ``--no-monitor``); the pipeline
+    replaces ``Node.start_log_monitor`` and ``Node.start_monitor`` inside this context. Ray
+    internals; if they move, both start as before and tests/test_local_ray.py fails.
+    """
+    SKIPPED_MONITORS.clear()
+    try:
+        from ray._private.node import Node
+        originals = {"start_log_monitor": Node.start_log_monitor,
+                     "start_monitor": Node.start_monitor}
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    def skip(name: str):
+        def start(node, *args, **kwargs) -> None:
+            SKIPPED_MONITORS.append(name)
+        return start
+
+    if logs:
+        Node.start_log_monitor = skip("log_monitor")
+    if autoscaler:
+        Node.start_monitor = skip("monitor")
+    try:
+        yield
+    finally:
+        for name, method in originals.items():
+            setattr(Node, name, method)
+
+
+def _join_dashboard_start(pending: tuple[threading.Event, dict] | None) -> None:
+    """Wait until the dashboard's start (``Node.start_api_server``) has returned; its error."""
+    if pending is None:
+        return
+    done, outcome = pending
+    done.wait()
+    if "error" in outcome:
+        raise outcome["error"]
 
 
 def stop_autoscaler_monitor() -> bool:

@@ -1,14 +1,16 @@
 """The local Ray a pipeline starts: no idle workers Tune never uses, no one-second retry when
 the raylet reaches its object store first, no one-second poll for the raylet's registration,
-and a shutdown without the autoscaler monitor's one-second wait, with nothing left behind.
+the dashboard started beside the raylet, no log or autoscaler monitor nobody reads, and a
+shutdown without the autoscaler monitor's one-second wait, with nothing left behind.
 
 These rely on Ray internals, which these tests pin so that a Ray upgrade that moves them fails
 here: the raylet's ``prestart_worker_first_driver`` setting (read from
 ``RAY_prestart_worker_first_driver``), the ``raylet_client_connect_timeout_milliseconds`` and
 ``raylet_client_num_connect_attempts`` settings (read by every Ray process from ``RAY_`` + their
 names), ``ray._private.services.get_node`` with the GCS node table's ``NodeID`` and ``Alive``
-fields, and ``ray._private.worker._global_node``, ``Node.all_processes`` and
-``Node.kill_monitor``. That a Ray joined with --address keeps its monitor is checked in
+fields, and ``ray._private.worker._global_node``, ``Node.all_processes``, ``Node.kill_monitor``,
+``Node.start_api_server``, ``Node.start_ray_processes``, ``Node.start_log_monitor`` and
+``Node.start_monitor``. That a Ray joined with --address keeps its monitor is checked in
 tests/test_multinode.py.
 
 Each Ray runs in a child process, as a pipeline's does, which prints what it saw as JSON: the
@@ -35,7 +37,8 @@ import argparse, json, os, sys, time
 import ray
 from ray._private import ray_constants
 from pipelines import svm
-from pipelines.runner import NODE_WAIT, PRESTART_ENV, start_ray, stop_autoscaler_monitor
+from pipelines.runner import (DASHBOARD_START, NODE_WAIT, PRESTART_ENV, SKIPPED_MONITORS,
+                              start_ray, stop_autoscaler_monitor)
 
 def started_workers():
     # Worker processes this Ray's raylet has started, by its log.
@@ -45,6 +48,7 @@ def started_workers():
 
 class Probe:
     def pid(self):
+        print("a line from the trial's worker", flush=True)
         return os.getpid()
 
     def connect_retry(self):
@@ -55,10 +59,23 @@ class Probe:
 """
 
 _PRESTART = _COMMON + """
-start_ray(argparse.Namespace(address=None, num_cpus=2, verbose=False), svm.TASK)
+verbose = os.environ.get("PROBE_VERBOSE") == "1"
+start_ray(argparse.Namespace(address=None, num_cpus=2, verbose=verbose), svm.TASK)
 seen = {"env": os.environ.get(PRESTART_ENV), "node_wait": dict(NODE_WAIT)}
+seen["skipped_monitors"] = list(SKIPPED_MONITORS)
+seen["monitors_running"] = sorted(
+    kind for kind in (ray_constants.PROCESS_TYPE_MONITOR, ray_constants.PROCESS_TYPE_LOG_MONITOR)
+    if kind in ray._private.worker._global_node.all_processes)
 from ray._private import services
 seen["get_node_restored"] = services.get_node.__module__ == "ray._private.services"
+from ray._private.node import Node
+seen["dashboard_start"] = dict(DASHBOARD_START)
+seen["node_restored"] = [getattr(Node, name).__qualname__ for name in (
+    "start_api_server", "start_ray_processes", "start_log_monitor", "start_monitor")]
+dashboard = ray._private.worker._global_node.all_processes[ray_constants.PROCESS_TYPE_DASHBOARD]
+seen["dashboard_alive"] = dashboard[0].process.poll() is None
+seen["dashboard_address"] = ray.experimental.internal_kv._internal_kv_get(
+    ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD) is not None
 time.sleep(3)  # the raylet prestarts right after the driver connects
 seen["workers_before"] = started_workers()
 # An actor with a runtime_env, as Tune makes every trial actor, gets a worker of its own.
@@ -68,6 +85,7 @@ seen["actor_pid"] = ray.get(probe.pid.remote(), timeout=120)
 seen["connect_retry"] = ray.get(probe.connect_retry.remote(), timeout=120)
 seen["workers_after"] = started_workers()
 seen["driver_pid"] = os.getpid()
+time.sleep(1)  # the log monitor, where it runs, publishes new lines about every 0.1 s
 ray.shutdown()
 print(json.dumps(seen))
 """
@@ -99,7 +117,9 @@ def _run(script: str, **env: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=child_env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    seen["output"] = proc.stdout + proc.stderr
+    return seen
 
 
 def test_a_local_ray_starts_workers_only_as_tune_actors_need_them():
@@ -113,6 +133,24 @@ def test_a_local_ray_starts_workers_only_as_tune_actors_need_them():
     # Ray's own function is back in place afterwards.
     assert seen["node_wait"]["seen"] is True and seen["node_wait"]["polls"] >= 1
     assert seen["get_node_restored"]
+    # The dashboard started on its own thread beside the raylet, had started (its process up,
+    # its address in the GCS) by the time ray.init returned, and Ray's methods are back.
+    assert seen["dashboard_start"] == {"threaded": True}
+    assert seen["dashboard_alive"] and seen["dashboard_address"]
+    assert seen["node_restored"] == ["Node.start_api_server", "Node.start_ray_processes",
+                                     "Node.start_log_monitor", "Node.start_monitor"]
+    # Without --verbose neither monitor starts (Ray still runs the actor above), and the
+    # worker's print stays in its log file.
+    assert seen["skipped_monitors"] == ["monitor", "log_monitor"]
+    assert seen["monitors_running"] == []
+    assert "a line from the trial's worker" not in seen["output"]
+
+
+def test_with_verbose_the_log_monitor_brings_workers_lines_to_the_driver():
+    seen = _run(_PRESTART, PROBE_VERBOSE="1")
+    assert seen["skipped_monitors"] == ["monitor"]
+    assert seen["monitors_running"] == ["log_monitor"]
+    assert "a line from the trial's worker" in seen["output"]
     # Ray reads the retry settings: a worker of this Ray retries every 20 ms, 500 times.
     assert seen["connect_retry"] == [int(CONNECT_RETRY[CONNECT_WAIT_ENV]),
                                      int(CONNECT_RETRY[CONNECT_TRIES_ENV])] == [20, 500]
