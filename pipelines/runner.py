@@ -600,8 +600,9 @@ def without_monitors(logs: bool, autoscaler: bool):
     raylet). The log monitor tails the workers' log files and publishes new lines for drivers
     started with ``log_to_driver=True``; the pipeline's driver is, only with --verbose, and the
     log files are written either way. The autoscaler monitor scales a cluster that has a
-    provider; a Ray started by ``ray.init`` on one machine has none. The pipeline keeps it for
-    Ray Train (fine-tuning with several workers per trial), which reads cluster state.
+    provider; a Ray started by ``ray.init`` on one machine has none. The pipeline keeps it where
+    Ray Train runs (fine-tuning with several workers per trial): Train's scaling code has an
+    autoscaler client, and that path was not tried without the monitor.
     ``ray.init`` has no argument for either (``ray start`` has ``--no-monitor``); the pipeline
     replaces ``Node.start_log_monitor`` and ``Node.start_monitor`` inside this context. Ray
     internals; if they move, both start as before and tests/test_local_ray.py fails.
