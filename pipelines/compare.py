@@ -216,13 +216,14 @@ def full_trial_cost(task: str, task_args: argparse.Namespace) -> float:
     """Compute of one trial at the full budget, in the task's unit.
 
     Fine-tuning: ``--epochs``. SVMs: the rows of every CV fold's train part (one fit on all
-    rows per fold), from the data the pipeline's own check vouched for (``pipelines.svm._load``).
+    rows per fold), from the data the pipeline's own check loaded or vouched for
+    (``pipelines.svm.task_data``).
     """
     if task == "finetune":
         return float(task_args.epochs)
-    from pipelines.svm import _load
+    from pipelines.svm import task_data
 
-    return float(sum(len(train) for train, _ in _load(task_args).folds))
+    return float(sum(len(train) for train, _ in task_data(task_args).folds))
 
 
 def run_row(exp: Experiment, unit: ComputeUnit, budget: float) -> dict[str, Any]:

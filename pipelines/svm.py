@@ -63,7 +63,7 @@ def _check(args: argparse.Namespace) -> None:
     # A test size or fold count the data cannot take is rejected here, before Ray starts. A
     # file is loaded and split here (its columns and values need checking too). A built-in
     # dataset whose class sizes already prove the split works (``split_is_certain``) loads
-    # beside the start of a local Ray instead (``_load``): importing scikit-learn is most of
+    # beside the start of a local Ray instead (``task_data``): importing scikit-learn is most of
     # a second, and then it overlaps ``ray.init``. Joining a running Ray (--address) takes a
     # few tenths of a second, too short to hide it behind (README, "Where a short run's time
     # goes"), so there the data loads here.
@@ -74,7 +74,7 @@ def _check(args: argparse.Namespace) -> None:
                                seed=args.split_seed)
 
 
-def _load(args: argparse.Namespace):
+def task_data(args: argparse.Namespace):
     """The data ``_check`` loaded, or now the built-in dataset it vouched for."""
     if getattr(args, "_data", None) is None:
         from trainables.svm import load_data
@@ -110,7 +110,7 @@ TASK = Task(
     name="svm",
     metrics=METRICS,
     check=_check,
-    load=_load,
+    load=task_data,
     trainable=_trainable,
     max_t=lambda args: DEFAULT_RUNGS,
     evaluate=_evaluate,

@@ -156,8 +156,8 @@ def test_the_default_check_vouches_without_importing_scikit_learn(tmp_path):
         runner.prepare(svm.TASK, args)
         assert "sklearn" not in sys.modules, "scikit-learn imported before Ray starts"
         assert args._data is None
-        data = svm._load(args)
-        assert "sklearn" in sys.modules and svm._load(args) is data
+        data = svm.task_data(args)
+        assert "sklearn" in sys.modules and svm.task_data(args) is data
         same = load_data("digits", test_size=0.2, cv=3, seed=args.split_seed)
         assert (data.y_train == same.y_train).all() and len(data.folds) == 3
         # Joining a running Ray leaves nothing to hide the import behind: loaded in the check.
