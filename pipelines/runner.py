@@ -311,7 +311,9 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
     level = logging.INFO if args.verbose else logging.ERROR
     if args.address:
         try:
-            ray.init(address=args.address, logging_level=level, log_to_driver=args.verbose)
+            with usage_records_locked():
+                ray.init(address=args.address, logging_level=level,
+                         log_to_driver=args.verbose)
         except Exception as exc:
             hint = ""
             if "auth" in str(exc).lower() or not os.environ.get("RAY_AUTH_MODE"):
@@ -336,7 +338,7 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
         # address="local": always a fresh local Ray, never a cluster someone else started here.
         # Without --verbose nothing reads the workers' logs (log_to_driver is off), and a Ray
         # on one machine has nothing to autoscale: neither monitor is started then.
-        with prompt_node_wait(), dashboard_beside_raylet(), \
+        with prompt_node_wait(), dashboard_beside_raylet(), usage_records_locked(), \
                 without_monitors(logs=not args.verbose,
                                  autoscaler=not task.needs_dashboard(args)):
             ray.init(address="local", num_cpus=args.num_cpus,
@@ -584,6 +586,50 @@ def dashboard_beside_raylet():
         for done, _ in list(started.values()):  # ray.init failed before the raylet's launch
             done.wait()
         started.clear()
+
+
+# Whether the last ``usage_records_locked`` found Ray's hook to wrap.
+USAGE_HOOK: dict[str, bool] = {}
+
+
+@contextlib.contextmanager
+def usage_records_locked():
+    """While ``ray.init`` runs, its hook that copies the usage records made before it (Ray's
+    ``usage_lib.put_pre_init_usage_stats``) holds the locks that guard those records.
+
+    The pipeline imports Ray Tune (and the task's libraries) on a thread beside ``ray.init``;
+    those imports record library usage and usage tags into a set and a dict, under a lock. The
+    hook at the end of ``ray.init`` iterates over both without that lock, and when a record
+    lands meanwhile ``ray.init`` fails with "dictionary changed size during iteration" (seen
+    once in the test suite, after the faster start above made the two overlap). Inside this
+    context the hook runs with both locks held, so a record made meanwhile waits for it. Ray
+    internals; if they move, the hook runs as Ray wrote it (tests/test_local_ray.py fails).
+    """
+    try:
+        from ray._common.usage import usage_lib
+        from ray._private import worker
+        hooks = worker._post_init_hooks
+        locks = (usage_lib._recorded_library_usages_lock,
+                 usage_lib._recorded_extra_usage_tags_lock)
+        original = usage_lib.put_pre_init_usage_stats
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    def locked_hook() -> None:
+        with locks[0], locks[1]:
+            original()
+
+    replaced = [i for i, hook in enumerate(hooks) if hook is original]
+    for i in replaced:
+        hooks[i] = locked_hook
+    USAGE_HOOK["locked"] = bool(replaced)
+    try:
+        yield
+    finally:
+        for i in replaced:
+            if i < len(hooks) and hooks[i] is locked_hook:
+                hooks[i] = original
 
 
 # The monitors the last ``without_monitors`` kept from starting.

@@ -90,6 +90,35 @@ ray.shutdown()
 print(json.dumps(seen))
 """
 
+_USAGE_RACE = _COMMON + """
+import threading
+from ray._common.usage import usage_lib
+from pipelines.runner import USAGE_HOOK
+# Usage records made before ray.init, as the pipeline's imports beside it make them; enough
+# that ray.init's hook copying them to the GCS takes a while.
+with usage_lib._recorded_extra_usage_tags_lock:
+    for i in range(3000):
+        usage_lib._recorded_extra_usage_tags[f"probe_{i}"] = "1"
+stop = threading.Event()
+def record():  # a thread that keeps recording new tags the way Ray's record_extra_usage_tag does
+    i = 0
+    while not stop.is_set():
+        with usage_lib._recorded_extra_usage_tags_lock:
+            usage_lib._recorded_extra_usage_tags[f"late_{i}"] = "1"
+        i += 1
+        time.sleep(0.0005)
+recorder = threading.Thread(target=record, daemon=True)
+recorder.start()
+start_ray(argparse.Namespace(address=None, num_cpus=1, verbose=False), svm.TASK)
+stop.set()
+seen = {"hook_locked": USAGE_HOOK.get("locked"),
+        "hook_restored": all(h.__name__ != "locked_hook"
+                             for h in ray._private.worker._post_init_hooks),
+        "ray_answers": ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=120)}
+ray.shutdown()
+print(json.dumps(seen))
+"""
+
 _MONITOR = _COMMON + """
 seen = {"stopped_without_ray": stop_autoscaler_monitor()}
 ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR",
@@ -173,3 +202,12 @@ def test_a_local_rays_monitor_stops_at_once_and_shutdown_leaves_no_process():
     assert seen["ray_answers"] == 42
     assert seen["stopped_again"] is False  # already stopped
     assert seen["left_running"] == []
+
+
+def test_usage_records_made_beside_ray_init_do_not_break_it():
+    """The pipeline imports Ray Tune beside ray.init; records those imports make while ray.init's
+    hook copies the earlier ones must wait for it, not fail ray.init (Ray iterates over them
+    without their lock: "dictionary changed size during iteration")."""
+    seen = _run(_USAGE_RACE)
+    assert seen["hook_locked"] is True and seen["hook_restored"]
+    assert seen["ray_answers"] == 42
