@@ -588,6 +588,16 @@ def dashboard_beside_raylet():
         started.clear()
 
 
+def _join_dashboard_start(pending: tuple[threading.Event, dict] | None) -> None:
+    """Wait until the dashboard's start (``Node.start_api_server``) has returned; its error."""
+    if pending is None:
+        return
+    done, outcome = pending
+    done.wait()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
 # Whether the last ``usage_records_locked`` found Ray's hook to wrap.
 USAGE_HOOK: dict[str, bool] = {}
 
@@ -676,16 +686,6 @@ def without_monitors(logs: bool, autoscaler: bool):
     finally:
         for name, method in originals.items():
             setattr(Node, name, method)
-
-
-def _join_dashboard_start(pending: tuple[threading.Event, dict] | None) -> None:
-    """Wait until the dashboard's start (``Node.start_api_server``) has returned; its error."""
-    if pending is None:
-        return
-    done, outcome = pending
-    done.wait()
-    if "error" in outcome:
-        raise outcome["error"]
 
 
 def stop_autoscaler_monitor() -> bool:

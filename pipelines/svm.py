@@ -49,7 +49,7 @@ def fidelities(args: argparse.Namespace) -> tuple[float, ...]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from trainables.svm import check_dataset, load_data, split_is_certain
+    from trainables.svm import check_dataset, split_is_certain
 
     # Here, not in main: on --resume the experiment's algorithm and scheduler are adopted first.
     if args.configs_per_trial not in (1, "auto"):
@@ -67,11 +67,11 @@ def _check(args: argparse.Namespace) -> None:
     # a second, and then it overlaps ``ray.init``. Joining a running Ray (--address) takes a
     # few tenths of a second, too short to hide it behind (README, "Where a short run's time
     # goes"), so there the data loads here.
-    check_dataset(args.dataset, args.target)
     args._data = None
     if args.address or not split_is_certain(args.dataset, args.test_size, args.cv):
-        args._data = load_data(args.dataset, args.target, test_size=args.test_size, cv=args.cv,
-                               seed=args.split_seed)
+        task_data(args)  # load_data checks the dataset itself
+    else:
+        check_dataset(args.dataset, args.target)
 
 
 def task_data(args: argparse.Namespace):

@@ -95,9 +95,9 @@ def _file_columns(path: str) -> list[str]:
         raise DatasetError(f"dataset file '{path}' cannot be read: {type(exc).__name__}: {exc}") from None
 
 
-# Class sizes of scikit-learn's built-in datasets: fixed data the package ships (tests/test_svm.py
-# checks them against its loaders). They let ``split_is_certain`` vouch for a split without
-# importing scikit-learn, which takes most of a second.
+# Class sizes of scikit-learn's built-in datasets: fixed data the package ships
+# (tests/test_svm_trainable.py checks them against its loaders). They let ``split_is_certain``
+# vouch for a split without importing scikit-learn, which takes most of a second.
 BUILTIN_CLASS_COUNTS = {
     "digits": (178, 182, 177, 183, 181, 182, 181, 179, 174, 180),
     "iris": (50, 50, 50),
