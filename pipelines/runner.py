@@ -338,11 +338,13 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
         # address="local": always a fresh local Ray, never a cluster someone else started here.
         # Without --verbose nothing reads the workers' logs (log_to_driver is off), and a Ray
         # on one machine has nothing to autoscale: neither monitor is started then.
+        needs_dashboard = task.needs_dashboard(args)
         with prompt_node_wait(), dashboard_beside_raylet(), usage_records_locked(), \
-                without_monitors(logs=not args.verbose,
-                                 autoscaler=not task.needs_dashboard(args)):
+                dashboard_deps_by_spec(), \
+                without_monitors(logs=not args.verbose, autoscaler=not needs_dashboard,
+                                 dashboard=not needs_dashboard and not usage_stats_on()):
             ray.init(address="local", num_cpus=args.num_cpus,
-                     include_dashboard=task.needs_dashboard(args), logging_level=level,
+                     include_dashboard=needs_dashboard, logging_level=level,
                      log_to_driver=args.verbose)
     if not args.verbose:
         for name in ("ray", "ray.tune", "ray.train"):
@@ -646,10 +648,71 @@ def usage_records_locked():
 SKIPPED_MONITORS: list[str] = []
 
 
+def usage_stats_on() -> bool:
+    """Whether Ray's usage statistics are on (the pipeline turns them off unless exported)."""
+    return os.environ.get("RAY_USAGE_STATS_ENABLED", "1") != "0"
+
+
+# What ``ray.dashboard.optional_deps`` imports (Ray 2.60): the packages that make an install
+# ``ray[default]`` rather than minimal Ray. Submodules are listed where Ray imports them.
+DASHBOARD_DEPENDENCIES = ("aiohttp", "aiohttp_cors", "grpc", "opencensus", "opentelemetry",
+                          "opentelemetry.exporter.prometheus", "opentelemetry.proto",
+                          "prometheus_client", "pydantic")
+
+
+def dashboard_dependency_error() -> ImportError | None:
+    """Ray's ``get_dashboard_dependency_error`` answered by finding the packages, not importing
+    them: an ``ImportError`` naming the first one missing, or None when all are installed."""
+    import importlib.util
+
+    for name in DASHBOARD_DEPENDENCIES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return ImportError(f"No module named '{name}'")
+    return None
+
+
+# Whether the last ``dashboard_deps_by_spec`` found Ray's check to replace.
+DEPS_CHECK: dict[str, bool] = {}
+
+
 @contextlib.contextmanager
-def without_monitors(logs: bool, autoscaler: bool):
-    """While ``ray.init`` starts a local Ray, do not start its log monitor (``logs``) or its
-    autoscaler monitor (``autoscaler``).
+def dashboard_deps_by_spec():
+    """While ``ray.init`` starts a local Ray, Ray's check for the dashboard's packages finds
+    them instead of importing them.
+
+    Before launching the raylet, ``ray.init`` asks ``ray._private.utils.
+    get_dashboard_dependency_error`` whether this is a minimal install (to pass ``--minimal``
+    to the dashboard agent), and that check imports ``ray.dashboard.optional_deps``: aiohttp,
+    gRPC, OpenTelemetry, Prometheus's client and pydantic, 0.6 s alone and about 0.9 s beside
+    the data load here, in the driver, which uses none of them. ``dashboard_dependency_error``
+    gives the same answer from the installed packages (``importlib.util.find_spec``, about a
+    millisecond); the agent and the dashboard still import what they use in their own
+    processes. Ray internals; if they move, Ray's own check runs (tests/test_local_ray.py
+    fails, and checks that both answers agree).
+    """
+    DEPS_CHECK.clear()
+    try:
+        import ray._private.utils as ray_utils
+        original = ray_utils.get_dashboard_dependency_error
+    except (ImportError, AttributeError):
+        yield
+        return
+    ray_utils.get_dashboard_dependency_error = dashboard_dependency_error
+    DEPS_CHECK["replaced"] = True
+    try:
+        yield
+    finally:
+        ray_utils.get_dashboard_dependency_error = original
+
+
+@contextlib.contextmanager
+def without_monitors(logs: bool, autoscaler: bool, dashboard: bool = False):
+    """While ``ray.init`` starts a local Ray, do not start its log monitor (``logs``), its
+    autoscaler monitor (``autoscaler``) or its idle dashboard (``dashboard``).
 
     Each is a Python process that imports Ray during the start (about 0.4 CPU-seconds each,
     on a start that is CPU-bound on a small machine once the dashboard starts beside the
@@ -660,14 +723,24 @@ def without_monitors(logs: bool, autoscaler: bool):
     Ray Train runs (fine-tuning with several workers per trial): Train's scaling code has an
     autoscaler client, and that path was not tried without the monitor.
     ``ray.init`` has no argument for either (``ray start`` has ``--no-monitor``); the pipeline
-    replaces ``Node.start_log_monitor`` and ``Node.start_monitor`` inside this context. Ray
-    internals; if they move, both start as before and tests/test_local_ray.py fails.
+    replaces ``Node.start_log_monitor`` and ``Node.start_monitor`` inside this context.
+
+    With ``include_dashboard=False`` Ray still starts a dashboard process (``Node.
+    start_api_server``) that loads one module, ``UsageStatsHead``, and with usage statistics
+    off that module only checks whether the cluster came from ``ray.init`` (it did) and
+    returns: a Python process importing Ray and aiohttp (0.8 CPU-seconds) that then idles.
+    The pipeline skips it when it asked for no dashboard and usage statistics are off (its
+    default; a user who exports ``RAY_USAGE_STATS_ENABLED=1`` gets the process and its
+    reports). Nothing the pipeline runs talks to it: Tune, the trials and ``ray.shutdown`` do
+    not, and Ray Train, which does, runs with the dashboard. Ray internals; if they move, the
+    processes start as before and tests/test_local_ray.py fails.
     """
     SKIPPED_MONITORS.clear()
     try:
         from ray._private.node import Node
         originals = {"start_log_monitor": Node.start_log_monitor,
-                     "start_monitor": Node.start_monitor}
+                     "start_monitor": Node.start_monitor,
+                     "start_api_server": Node.start_api_server}
     except (ImportError, AttributeError):
         yield
         return
@@ -681,6 +754,8 @@ def without_monitors(logs: bool, autoscaler: bool):
         Node.start_log_monitor = skip("log_monitor")
     if autoscaler:
         Node.start_monitor = skip("monitor")
+    if dashboard:
+        Node.start_api_server = skip("dashboard")
     try:
         yield
     finally:

@@ -37,8 +37,8 @@ import argparse, json, os, sys, time
 import ray
 from ray._private import ray_constants
 from pipelines import svm
-from pipelines.runner import (DASHBOARD_START, NODE_WAIT, PRESTART_ENV, SKIPPED_MONITORS,
-                              start_ray, stop_autoscaler_monitor)
+from pipelines.runner import (DASHBOARD_START, DEPS_CHECK, NODE_WAIT, PRESTART_ENV,
+                              SKIPPED_MONITORS, start_ray, stop_autoscaler_monitor)
 
 def started_workers():
     # Worker processes this Ray's raylet has started, by its log.
@@ -59,8 +59,12 @@ class Probe:
 """
 
 _PRESTART = _COMMON + """
+import dataclasses
 verbose = os.environ.get("PROBE_VERBOSE") == "1"
-start_ray(argparse.Namespace(address=None, num_cpus=2, verbose=verbose), svm.TASK)
+task = svm.TASK
+if os.environ.get("PROBE_DASHBOARD") == "1":  # a task that runs Ray Train, as fine-tuning's DDP
+    task = dataclasses.replace(task, needs_dashboard=lambda args: True)
+start_ray(argparse.Namespace(address=None, num_cpus=2, verbose=verbose), task)
 seen = {"env": os.environ.get(PRESTART_ENV), "node_wait": dict(NODE_WAIT)}
 seen["skipped_monitors"] = list(SKIPPED_MONITORS)
 seen["monitors_running"] = sorted(
@@ -72,10 +76,17 @@ from ray._private.node import Node
 seen["dashboard_start"] = dict(DASHBOARD_START)
 seen["node_restored"] = [getattr(Node, name).__qualname__ for name in (
     "start_api_server", "start_ray_processes", "start_log_monitor", "start_monitor")]
-dashboard = ray._private.worker._global_node.all_processes[ray_constants.PROCESS_TYPE_DASHBOARD]
-seen["dashboard_alive"] = dashboard[0].process.poll() is None
+dashboard = ray._private.worker._global_node.all_processes.get(
+    ray_constants.PROCESS_TYPE_DASHBOARD, [])
+seen["dashboard_alive"] = [info.process.poll() is None for info in dashboard]
 seen["dashboard_address"] = ray.experimental.internal_kv._internal_kv_get(
     ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD) is not None
+# Ray's check for the dashboard's packages was answered without importing them here, and the
+# agent the raylet started (the process Ray told whether the install is minimal) is up.
+import ray._private.utils
+seen["deps_check"] = dict(DEPS_CHECK)
+seen["deps_imported"] = "ray.dashboard.optional_deps" in sys.modules
+seen["deps_check_restored"] = ray._private.utils.get_dashboard_dependency_error.__module__
 time.sleep(3)  # the raylet prestarts right after the driver connects
 seen["workers_before"] = started_workers()
 # An actor with a runtime_env, as Tune makes every trial actor, gets a worker of its own.
@@ -86,6 +97,11 @@ seen["connect_retry"] = ray.get(probe.connect_retry.remote(), timeout=120)
 seen["workers_after"] = started_workers()
 seen["driver_pid"] = os.getpid()
 time.sleep(1)  # the log monitor, where it runs, publishes new lines about every 0.1 s
+# The raylet's dashboard agent started in full mode (its HTTP server runs only without
+# --minimal), as Ray's own check of the packages tells it to here.
+with open(os.path.join(ray._private.worker._global_node.get_logs_dir_path(),
+                       "dashboard_agent.log"), errors="replace") as f:
+    seen["agent_http"] = "Dashboard agent http address" in f.read()
 ray.shutdown()
 print(json.dumps(seen))
 """
@@ -142,6 +158,7 @@ def _run(script: str, **env: str) -> dict:
     child_env = {k: v for k, v in os.environ.items()
                  if k not in (PRESTART_ENV, CONNECT_WAIT_ENV, CONNECT_TRIES_ENV, "RAY_ADDRESS")}
     child_env["PYTHONPATH"] = REPO + os.pathsep + child_env.get("PYTHONPATH", "")
+    child_env["RAY_USAGE_STATS_ENABLED"] = "0"  # as the pipeline sets it (quiet_ray)
     child_env.update(env)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=child_env,
                           capture_output=True, text=True, timeout=300)
@@ -162,22 +179,73 @@ def test_a_local_ray_starts_workers_only_as_tune_actors_need_them():
     # Ray's own function is back in place afterwards.
     assert seen["node_wait"]["seen"] is True and seen["node_wait"]["polls"] >= 1
     assert seen["get_node_restored"]
-    # The dashboard started on its own thread beside the raylet, had started (its process up,
-    # its address in the GCS) by the time ray.init returned, and Ray's methods are back.
-    assert seen["dashboard_start"] == {"threaded": True}
-    assert seen["dashboard_alive"] and seen["dashboard_address"]
+    # The SVM task asks for no dashboard and usage statistics are off: Ray's idle dashboard
+    # process is not started at all (no thread, no process, no address in the GCS), and Ray's
+    # methods are back.
+    assert seen["dashboard_start"] == {}
+    assert seen["dashboard_alive"] == [] and not seen["dashboard_address"]
     assert seen["node_restored"] == ["Node.start_api_server", "Node.start_ray_processes",
                                      "Node.start_log_monitor", "Node.start_monitor"]
     # Without --verbose neither monitor starts (Ray still runs the actor above), and the
     # worker's print stays in its log file.
-    assert seen["skipped_monitors"] == ["monitor", "log_monitor"]
+    assert seen["skipped_monitors"] == ["monitor", "dashboard", "log_monitor"]
     assert seen["monitors_running"] == []
     assert "a line from the trial's worker" not in seen["output"]
+    # Ray's check for the dashboard's packages was replaced and is back, nothing imported them
+    # in the driver, and the raylet's dashboard agent was told (as Ray's own check would, test
+    # below) that this is not a minimal install.
+    assert seen["deps_check"] == {"replaced": True}
+    assert seen["deps_imported"] is False
+    assert seen["deps_check_restored"] == "ray._private.utils"
+    assert seen["agent_http"] is True
+
+
+def test_a_task_that_needs_the_dashboard_starts_it_beside_the_raylet():
+    seen = _run(_PRESTART, PROBE_DASHBOARD="1")
+    # The dashboard started on its own thread beside the raylet and had started (its process
+    # up, its address in the GCS) by the time ray.init returned; the autoscaler monitor runs
+    # with it (Ray Train's scaling code has an autoscaler client).
+    assert seen["dashboard_start"] == {"threaded": True}
+    assert seen["dashboard_alive"] == [True] and seen["dashboard_address"]
+    assert seen["skipped_monitors"] == ["log_monitor"]
+    assert seen["monitors_running"] == ["monitor"]
+    assert seen["node_restored"] == ["Node.start_api_server", "Node.start_ray_processes",
+                                     "Node.start_log_monitor", "Node.start_monitor"]
+    assert seen["actor_pid"] != seen["driver_pid"]
+
+
+def test_the_idle_dashboard_is_skipped_only_with_usage_statistics_off(monkeypatch):
+    # A user who exports RAY_USAGE_STATS_ENABLED=1 keeps Ray's dashboard process, which sends
+    # the reports (not started here: no test sends anything off this machine).
+    from pipelines.runner import usage_stats_on
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    assert usage_stats_on() is False
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+    assert usage_stats_on() is True
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED")
+    assert usage_stats_on() is True  # Ray's default; the pipeline exports 0 (quiet_ray)
+
+
+def test_the_dashboard_package_check_agrees_with_rays_own():
+    """The check answered by finding packages gives Ray's answer here (every package of
+    ``ray[default]`` installed, from the lock), and names a package that is missing."""
+    import ray._private.utils
+
+    from pipelines import runner
+
+    assert ray._private.utils.get_dashboard_dependency_error() is None
+    assert runner.dashboard_dependency_error() is None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "DASHBOARD_DEPENDENCIES",
+                      runner.DASHBOARD_DEPENDENCIES + ("no_such_package_here.sub",))
+        error = runner.dashboard_dependency_error()
+    assert isinstance(error, ImportError) and "no_such_package_here" in str(error)
 
 
 def test_with_verbose_the_log_monitor_brings_workers_lines_to_the_driver():
     seen = _run(_PRESTART, PROBE_VERBOSE="1")
-    assert seen["skipped_monitors"] == ["monitor"]
+    assert seen["skipped_monitors"] == ["monitor", "dashboard"]
     assert seen["monitors_running"] == ["log_monitor"]
     assert "a line from the trial's worker" in seen["output"]
     # Ray reads the retry settings: a worker of this Ray retries every 20 ms, 500 times.
