@@ -169,6 +169,46 @@ def test_arrays_for_the_svm_baseline():
     assert len(full[0]) == len(splits.train) + len(splits.val)
 
 
+def test_the_svm_baseline_runs_on_threads_and_starts_no_process():
+    """The baseline's GridSearchCV uses threads: no loky worker process is started (each would
+    import scikit-learn and tear it down at exit). In a child process, so that no executor a
+    test before it started can hide one."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    script = """
+import json, os
+from pipelines.finetune import svm_baseline
+from trainables.image_data import resolve_dataset
+
+def children():  # processes whose parent is this one, from /proc
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == str(os.getpid()):
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+result = svm_baseline(resolve_dataset("digits-transfer"))
+print(json.dumps({"children": len(children()),
+                  "test": result["svm_test_accuracy"], "cv": result["svm_cv_accuracy"],
+                  "kernel": result["svm_best_config"]["kernel"]}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["children"] == 0
+    # A tuned SVM on these pixels is a real baseline, not a degenerate one.
+    assert seen["test"] > 0.9 and seen["cv"] > 0.9 and seen["kernel"] in ("linear", "rbf")
+
+
 def test_train_limit_keeps_classes_balanced():
     spec = resolve_dataset("digits-transfer", train_limit=50)
     labels = load_dataset(spec).train.labels
