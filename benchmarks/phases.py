@@ -12,9 +12,10 @@ Ray, or with ``--ray running`` joining one head this script starts once, as a us
 - ``tuner_build``, ``first_trial_start`` (``Tuner.fit`` to the first trial's start);
 - ``tune``: all trials; ``per_trial_overhead``: the part of it no trial was running for,
   divided by the trial count (tune span x concurrency - the trials' own wall time) / trials;
-- ``evaluation``: the final test of the best config; ``shutdown``: the part of
-  ``ray.shutdown`` not hidden behind the final writes it runs beside;
-- ``after``: writing experiment.json's last state, the report, and the process exit.
+- ``evaluation``: the final test of the best config; ``report``: writing report.html (0 with
+  ``--no-report``); ``shutdown``: the part of ``ray.shutdown`` not hidden behind the final
+  writes it runs beside;
+- ``after``: writing experiment.json's last state and the process exit.
 
 The phases come from the ``phases_s`` field each run writes to experiment.json; ``imports`` and
 ``after`` from the launch and exit times seen here.
@@ -47,7 +48,8 @@ from _common import running_ray
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER = ("imports", "prepare", "ray_start", "data_load", "wait_for_load", "tuner_build",
-         "first_trial_start", "tune", "per_trial_overhead", "evaluation", "shutdown", "after")
+         "first_trial_start", "tune", "per_trial_overhead", "evaluation", "report", "shutdown",
+         "after")
 
 
 def one_run(task: str, extra: list[str], address: str | None, out: str, name: str,
@@ -70,7 +72,7 @@ def one_run(task: str, extra: list[str], address: str | None, out: str, name: st
     finished = datetime.fromisoformat(info["finished"]).timestamp()
     phases["imports"] = started - launched
     # experiment.json's "finished" is stamped before the shutdown is joined: leave it out here.
-    phases["after"] = ended - finished - phases.get("shutdown", 0.0)
+    phases["after"] = ended - finished - phases.get("shutdown", 0.0) - phases.get("report", 0.0)
     trials = pd.read_parquet(os.path.join(folder, "trials.parquet"))
     span = (pd.to_datetime(trials["end_time"]).max()
             - pd.to_datetime(trials["start_time"]).min()).total_seconds()

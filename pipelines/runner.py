@@ -983,12 +983,15 @@ def run(task: Task, args: argparse.Namespace) -> int:
         },
     })
     write_experiment_json(storage, args.name, info)
+    report_started = time.time()
     report = None if args.no_report else _write_report(storage.uri_of(args.name))
+    phases["report"] = time.time() - report_started
     waited = time.time()
     stopping.join()
     # The part of Ray's shutdown that the writing above did not hide.
     phases["shutdown"] = time.time() - waited
     info["phases_s"]["shutdown"] = round(phases["shutdown"], 4)
+    info["phases_s"]["report"] = round(phases["report"], 4)
     write_experiment_json(storage, args.name, info)
 
     out = sys.stdout

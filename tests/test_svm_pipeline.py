@@ -57,13 +57,15 @@ def test_phases_of_the_run_are_recorded(random_run):
     info = json.loads((exp / "experiment.json").read_text())
     phases = info["phases_s"]
     for key in ("prepare", "ray_start", "wait_for_load", "tuner_build", "first_trial_start",
-                "tune", "evaluation", "shutdown"):
+                "tune", "evaluation", "report", "shutdown"):
         assert phases[key] >= 0, key
     # The phases in sequence add up to no more than the run; the others are parts of them.
+    # (wall_time_s is stamped before the report, which has a phase of its own.)
     in_turn = ("prepare", "ray_start", "wait_for_load", "tuner_build", "tune", "evaluation")
     assert sum(phases[k] for k in in_turn) <= info["wall_time_s"] + 1e-3
     assert phases["first_trial_start"] <= phases["tune"]
     assert (exp / "report.html").exists()  # written while Ray shut down beside it
+    assert phases["report"] > 0
 
 
 def test_parquet_round_trip(random_run):
