@@ -341,8 +341,7 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
         needs_dashboard = task.needs_dashboard(args)
         with prompt_node_wait(), dashboard_beside_raylet(), usage_records_locked(), \
                 dashboard_deps_by_spec(), \
-                without_monitors(logs=not args.verbose, autoscaler=not needs_dashboard,
-                                 dashboard=not needs_dashboard and not usage_stats_on()):
+                without_monitors(logs=not args.verbose, autoscaler=not needs_dashboard):
             ray.init(address="local", num_cpus=args.num_cpus,
                      include_dashboard=needs_dashboard, logging_level=level,
                      log_to_driver=args.verbose)
@@ -648,11 +647,6 @@ def usage_records_locked():
 SKIPPED_MONITORS: list[str] = []
 
 
-def usage_stats_on() -> bool:
-    """Whether Ray's usage statistics are on (the pipeline turns them off unless exported)."""
-    return os.environ.get("RAY_USAGE_STATS_ENABLED", "1") != "0"
-
-
 # What ``ray.dashboard.optional_deps`` imports (Ray 2.60): the packages that make an install
 # ``ray[default]`` rather than minimal Ray. Submodules are listed where Ray imports them.
 DASHBOARD_DEPENDENCIES = ("aiohttp", "aiohttp_cors", "grpc", "opencensus", "opentelemetry",
@@ -710,9 +704,9 @@ def dashboard_deps_by_spec():
 
 
 @contextlib.contextmanager
-def without_monitors(logs: bool, autoscaler: bool, dashboard: bool = False):
-    """While ``ray.init`` starts a local Ray, do not start its log monitor (``logs``), its
-    autoscaler monitor (``autoscaler``) or its idle dashboard (``dashboard``).
+def without_monitors(logs: bool, autoscaler: bool):
+    """While ``ray.init`` starts a local Ray, do not start its log monitor (``logs``) or its
+    autoscaler monitor (``autoscaler``).
 
     Each is a Python process that imports Ray during the start (about 0.4 CPU-seconds each,
     on a start that is CPU-bound on a small machine once the dashboard starts beside the
@@ -723,24 +717,20 @@ def without_monitors(logs: bool, autoscaler: bool, dashboard: bool = False):
     Ray Train runs (fine-tuning with several workers per trial): Train's scaling code has an
     autoscaler client, and that path was not tried without the monitor.
     ``ray.init`` has no argument for either (``ray start`` has ``--no-monitor``); the pipeline
-    replaces ``Node.start_log_monitor`` and ``Node.start_monitor`` inside this context.
+    replaces ``Node.start_log_monitor`` and ``Node.start_monitor`` inside this context. Ray
+    internals; if they move, both start as before and tests/test_local_ray.py fails.
 
-    With ``include_dashboard=False`` Ray still starts a dashboard process (``Node.
-    start_api_server``) that loads one module, ``UsageStatsHead``, and with usage statistics
-    off that module only checks whether the cluster came from ``ray.init`` (it did) and
-    returns: a Python process importing Ray and aiohttp (0.8 CPU-seconds) that then idles.
-    The pipeline skips it when it asked for no dashboard and usage statistics are off (its
-    default; a user who exports ``RAY_USAGE_STATS_ENABLED=1`` gets the process and its
-    reports). Nothing the pipeline runs talks to it: Tune, the trials and ``ray.shutdown`` do
-    not, and Ray Train, which does, runs with the dashboard. Ray internals; if they move, the
-    processes start as before and tests/test_local_ray.py fails.
+    Not skipped: the dashboard process Ray starts even with ``include_dashboard=False`` (it
+    loads only ``UsageStatsHead``, which does nothing with usage statistics off). Without it the
+    raylet's dashboard agent, which ``ray[default]`` always runs, asks the GCS for the
+    dashboard's address every second for the life of the cluster and logs an error traceback
+    each time (README, "Tried").
     """
     SKIPPED_MONITORS.clear()
     try:
         from ray._private.node import Node
         originals = {"start_log_monitor": Node.start_log_monitor,
-                     "start_monitor": Node.start_monitor,
-                     "start_api_server": Node.start_api_server}
+                     "start_monitor": Node.start_monitor}
     except (ImportError, AttributeError):
         yield
         return
@@ -754,8 +744,6 @@ def without_monitors(logs: bool, autoscaler: bool, dashboard: bool = False):
         Node.start_log_monitor = skip("log_monitor")
     if autoscaler:
         Node.start_monitor = skip("monitor")
-    if dashboard:
-        Node.start_api_server = skip("dashboard")
     try:
         yield
     finally:

@@ -1,7 +1,8 @@
 """The local Ray a pipeline starts: no idle workers Tune never uses, no one-second retry when
 the raylet reaches its object store first, no one-second poll for the raylet's registration,
-the dashboard started beside the raylet, no log or autoscaler monitor nobody reads, and a
-shutdown without the autoscaler monitor's one-second wait, with nothing left behind.
+the dashboard started beside the raylet, Ray's check for the dashboard's packages answered
+without importing them, no log or autoscaler monitor nobody reads, and a shutdown without the
+autoscaler monitor's one-second wait, with nothing left behind.
 
 These rely on Ray internals, which these tests pin so that a Ray upgrade that moves them fails
 here: the raylet's ``prestart_worker_first_driver`` setting (read from
@@ -101,7 +102,11 @@ time.sleep(1)  # the log monitor, where it runs, publishes new lines about every
 # --minimal), as Ray's own check of the packages tells it to here.
 with open(os.path.join(ray._private.worker._global_node.get_logs_dir_path(),
                        "dashboard_agent.log"), errors="replace") as f:
-    seen["agent_http"] = "Dashboard agent http address" in f.read()
+    agent_log = f.read()
+seen["agent_http"] = "Dashboard agent http address" in agent_log
+# ...and found the dashboard's address (without a dashboard process its event module asks for
+# it every second, logging an error each time).
+seen["agent_lost_dashboard"] = agent_log.count("Get dashboard http address failed")
 ray.shutdown()
 print(json.dumps(seen))
 """
@@ -179,16 +184,15 @@ def test_a_local_ray_starts_workers_only_as_tune_actors_need_them():
     # Ray's own function is back in place afterwards.
     assert seen["node_wait"]["seen"] is True and seen["node_wait"]["polls"] >= 1
     assert seen["get_node_restored"]
-    # The SVM task asks for no dashboard and usage statistics are off: Ray's idle dashboard
-    # process is not started at all (no thread, no process, no address in the GCS), and Ray's
-    # methods are back.
-    assert seen["dashboard_start"] == {}
-    assert seen["dashboard_alive"] == [] and not seen["dashboard_address"]
+    # The dashboard started on its own thread beside the raylet, had started (its process up,
+    # its address in the GCS) by the time ray.init returned, and Ray's methods are back.
+    assert seen["dashboard_start"] == {"threaded": True}
+    assert seen["dashboard_alive"] == [True] and seen["dashboard_address"]
     assert seen["node_restored"] == ["Node.start_api_server", "Node.start_ray_processes",
                                      "Node.start_log_monitor", "Node.start_monitor"]
     # Without --verbose neither monitor starts (Ray still runs the actor above), and the
     # worker's print stays in its log file.
-    assert seen["skipped_monitors"] == ["monitor", "dashboard", "log_monitor"]
+    assert seen["skipped_monitors"] == ["monitor", "log_monitor"]
     assert seen["monitors_running"] == []
     assert "a line from the trial's worker" not in seen["output"]
     # Ray's check for the dashboard's packages was replaced and is back, nothing imported them
@@ -197,14 +201,13 @@ def test_a_local_ray_starts_workers_only_as_tune_actors_need_them():
     assert seen["deps_check"] == {"replaced": True}
     assert seen["deps_imported"] is False
     assert seen["deps_check_restored"] == "ray._private.utils"
-    assert seen["agent_http"] is True
+    assert seen["agent_http"] is True and seen["agent_lost_dashboard"] == 0
 
 
-def test_a_task_that_needs_the_dashboard_starts_it_beside_the_raylet():
+def test_a_task_that_runs_ray_train_keeps_the_autoscaler_monitor():
     seen = _run(_PRESTART, PROBE_DASHBOARD="1")
-    # The dashboard started on its own thread beside the raylet and had started (its process
-    # up, its address in the GCS) by the time ray.init returned; the autoscaler monitor runs
-    # with it (Ray Train's scaling code has an autoscaler client).
+    # The full dashboard, started beside the raylet as for every task, and the autoscaler
+    # monitor with it (Ray Train's scaling code has an autoscaler client).
     assert seen["dashboard_start"] == {"threaded": True}
     assert seen["dashboard_alive"] == [True] and seen["dashboard_address"]
     assert seen["skipped_monitors"] == ["log_monitor"]
@@ -212,19 +215,6 @@ def test_a_task_that_needs_the_dashboard_starts_it_beside_the_raylet():
     assert seen["node_restored"] == ["Node.start_api_server", "Node.start_ray_processes",
                                      "Node.start_log_monitor", "Node.start_monitor"]
     assert seen["actor_pid"] != seen["driver_pid"]
-
-
-def test_the_idle_dashboard_is_skipped_only_with_usage_statistics_off(monkeypatch):
-    # A user who exports RAY_USAGE_STATS_ENABLED=1 keeps Ray's dashboard process, which sends
-    # the reports (not started here: no test sends anything off this machine).
-    from pipelines.runner import usage_stats_on
-
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    assert usage_stats_on() is False
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
-    assert usage_stats_on() is True
-    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED")
-    assert usage_stats_on() is True  # Ray's default; the pipeline exports 0 (quiet_ray)
 
 
 def test_the_dashboard_package_check_agrees_with_rays_own():
@@ -245,7 +235,7 @@ def test_the_dashboard_package_check_agrees_with_rays_own():
 
 def test_with_verbose_the_log_monitor_brings_workers_lines_to_the_driver():
     seen = _run(_PRESTART, PROBE_VERBOSE="1")
-    assert seen["skipped_monitors"] == ["monitor", "dashboard"]
+    assert seen["skipped_monitors"] == ["monitor"]
     assert seen["monitors_running"] == ["log_monitor"]
     assert "a line from the trial's worker" in seen["output"]
     # Ray reads the retry settings: a worker of this Ray retries every 20 ms, 500 times.
