@@ -98,15 +98,22 @@ seen["connect_retry"] = ray.get(probe.connect_retry.remote(), timeout=120)
 seen["workers_after"] = started_workers()
 seen["driver_pid"] = os.getpid()
 time.sleep(1)  # the log monitor, where it runs, publishes new lines about every 0.1 s
+
+def agent_log():
+    with open(os.path.join(ray._private.worker._global_node.get_logs_dir_path(),
+                           "dashboard_agent.log"), errors="replace") as f:
+        return f.read()
+
 # The raylet's dashboard agent started in full mode (its HTTP server runs only without
-# --minimal), as Ray's own check of the packages tells it to here.
-with open(os.path.join(ray._private.worker._global_node.get_logs_dir_path(),
-                       "dashboard_agent.log"), errors="replace") as f:
-    agent_log = f.read()
-seen["agent_http"] = "Dashboard agent http address" in agent_log
-# ...and found the dashboard's address (without a dashboard process its event module asks for
-# it every second, logging an error each time).
-seen["agent_lost_dashboard"] = agent_log.count("Get dashboard http address failed")
+# --minimal), as Ray's own check of the packages tells it to here...
+seen["agent_http"] = "Dashboard agent http address" in agent_log()
+# ...and found the dashboard's address: its event module asks every second until it does,
+# logging an error each time (once, perhaps, before the dashboard beside the raylet has
+# written it; forever without a dashboard process). No new one 2.5 s later.
+failed = "Get dashboard http address failed"
+before = agent_log().count(failed)
+time.sleep(2.5)
+seen["agent_lost_dashboard"] = agent_log().count(failed) - before
 ray.shutdown()
 print(json.dumps(seen))
 """
