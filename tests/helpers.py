@@ -31,6 +31,22 @@ def tiny_svm_space(path, grid=(0.1, 1.0, 10.0)) -> str:
     return str(path)
 
 
+def child_pids(parent: int) -> list[int]:
+    """Processes whose parent is ``parent`` (Linux /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # The fields after the parenthesized command name: state, then the parent's pid.
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
+                    pids.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
 def pids_mentioning(text: str) -> list[int]:
     """Processes whose command line contains ``text`` (Linux /proc)."""
     pids = []

@@ -182,21 +182,11 @@ def test_the_svm_baseline_runs_on_threads_and_starts_no_process():
     script = """
 import json, os
 from pipelines.finetune import svm_baseline
+from tests.helpers import child_pids
 from trainables.image_data import resolve_dataset
 
-def children():  # processes whose parent is this one, from /proc
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[1] == str(os.getpid()):
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
-
 result = svm_baseline(resolve_dataset("digits-transfer"))
-print(json.dumps({"children": len(children()),
+print(json.dumps({"children": len(child_pids(os.getpid())),
                   "test": result["svm_test_accuracy"], "cv": result["svm_cv_accuracy"],
                   "kernel": result["svm_best_config"]["kernel"]}))
 """
