@@ -79,6 +79,7 @@ def run(method: str, seed: int, args: argparse.Namespace, out: str) -> dict:
              "--epochs", str(args.epochs), "--train-fraction", str(args.train_fraction),
              "--val-fraction", str(args.val_fraction), "--no-baseline", "--no-report",
              *(["--bo-init", str(args.bo_init)] if args.bo_init and "bayesopt" in method else []),
+             *(["--grace-period", str(args.grace_period)] if "asha" in method else []),
              "--output", out, "--name", f"{name}-try{attempt}"],
             env=env, capture_output=True, text=True, cwd=REPO)
         # One retry, from scratch: on a loaded machine Ray's own start can time out.
@@ -162,7 +163,8 @@ def run_optuna(method: str, seed: int, args: argparse.Namespace) -> dict:
             return session.best
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (optuna.pruners.HyperbandPruner(min_resource=1, max_resource=args.epochs,
+    pruner = (optuna.pruners.HyperbandPruner(min_resource=args.grace_period,
+                                             max_resource=args.epochs,
                                              reduction_factor=3)
               if pruned else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", pruner=pruner,
@@ -203,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"from {', '.join([*METHODS, *OPTUNA])} (default: the project's)")
     parser.add_argument("--bo-init", type=int, default=None,
                         help="random trials before BO's model (default: the pipeline's)")
+    parser.add_argument("--grace-period", type=int, default=1,
+                        help="epochs before ASHA's first rung (Hyperband's min_resource for "
+                             "Optuna's pruned runs); default 1, the pipeline's")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS and m not in OPTUNA]
@@ -232,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame(rows)
     print()
     print(f"{args.seeds} seeds, {args.num_samples} trials x {args.epochs} epochs "
-          f"(ASHA runs: {2 * args.num_samples} trials, bo-init {args.bo_init or 'default'}), train fraction "
+          f"(ASHA runs: {2 * args.num_samples} trials, grace period {args.grace_period}, bo-init "
+          f"{args.bo_init or 'default'}), train fraction "
           f"{args.train_fraction}, val fraction {args.val_fraction}; medians over seeds:")
     summary = []
     for m in methods:
