@@ -205,9 +205,13 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"from {', '.join([*METHODS, *OPTUNA])} (default: the project's)")
     parser.add_argument("--bo-init", type=int, default=None,
                         help="random trials before BO's model (default: the pipeline's)")
-    parser.add_argument("--grace-period", type=int, default=1,
+    from pipelines.cli import positive_int
+    from pipelines.finetune import build_parser as pipeline_parser
+
+    parser.add_argument("--grace-period", type=positive_int,
+                        default=pipeline_parser().get_default("grace_period"),
                         help="epochs before ASHA's first rung (Hyperband's min_resource for "
-                             "Optuna's pruned runs); default 1, the pipeline's")
+                             "Optuna's pruned runs); default: the pipeline's")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS and m not in OPTUNA]
