@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -94,6 +96,64 @@ def test_a_non_finite_metric_is_that_members_error():
     assert reports[0][MEMBER_ERROR] == "FloatingPointError: trial reported score = nan"
     assert reports[1]["score"] == 0.5 and MEMBER_END in reports[1]
 
+
+
+def _counting_trial(started: list):
+    def trial(config):
+        started.append(config["i"])
+        yield {"score": config["i"] / 10}
+    return trial
+
+
+def test_the_next_member_runs_while_a_report_waits_for_the_driver_but_only_one_ahead():
+    # Tune holds each report until the driver has taken it; the pack does not wait with it. A
+    # report that takes 0.2 s stands in for a slow driver.
+    started, started_at, returned_at, order = [], {}, {}, []
+
+    def trial(config):
+        started_at[config["i"]] = time.monotonic()
+        yield from _counting_trial(started)(config)
+
+    def report(metrics):
+        order.append(metrics[MEMBER])
+        time.sleep(0.2)
+        returned_at[metrics[MEMBER]] = time.monotonic()
+
+    run_members([{"i": i} for i in range(5)], trial, report)
+    assert order == [0, 1, 2, 3, 4]
+    # Member 1 ran while member 0's report waited, instead of 0.2 s later.
+    assert started_at[1] < returned_at[0]
+    # The one after it waits for that report: at most one finished member is ever waiting (and
+    # lost if the process dies).
+    assert all(started_at[k + 2] >= returned_at[k] for k in range(3))
+
+
+def test_tune_stopping_a_pack_stops_its_member_thread():
+    started, calls = [], []
+
+    def report(metrics):
+        calls.append(metrics[MEMBER])
+        if len(calls) == 2:
+            raise SystemExit(0)  # what Tune's report does when the trial is stopped
+        time.sleep(0.05)
+
+    with pytest.raises(SystemExit):
+        run_members([{"i": i} for i in range(20)], _counting_trial(started), report)
+    assert calls == [0, 1]
+    assert max(started) <= 2  # nothing ran on after the stop but the member already running
+    assert not [t for t in threading.enumerate() if t.name == "pack-members"]
+
+
+def test_an_error_outside_any_member_reaches_the_caller():
+    def members():
+        yield {"i": 0}
+        raise KeyError("the config list broke")
+
+    reports = []
+    with pytest.raises(KeyError, match="the config list broke"):
+        run_members(members(), _counting_trial([]), reports.append)
+    assert [r[MEMBER] for r in reports] == [0]
+    assert not [t for t in threading.enumerate() if t.name == "pack-members"]
 
 # --- the searcher side --------------------------------------------------------------------------
 
