@@ -25,16 +25,21 @@ def pause_point(name: str) -> None:
     time.sleep(3600)
 
 
+def crash_armed(position: int) -> bool:
+    """Whether ``crash_point(position)`` is going to kill this process."""
+    marker = os.environ.get("TUNE_PIPELINE_CRASH_FILE")
+    return os.environ.get("TUNE_PIPELINE_CRASH_MEMBER") == str(position) and bool(marker) \
+        and not os.path.exists(marker)
+
+
 def crash_point(position: int) -> None:
     """In a pack's process (``pipelines.packs``), before it runs member ``position``: SIGKILL
     this process when ``TUNE_PIPELINE_CRASH_MEMBER`` names that position, once (the file
     ``TUNE_PIPELINE_CRASH_FILE`` is written first and marks it done). The tests' stand-in for a
     worker killed by the OOM killer or a lost node."""
-    if os.environ.get("TUNE_PIPELINE_CRASH_MEMBER") != str(position):
+    if not crash_armed(position):
         return
-    marker = os.environ.get("TUNE_PIPELINE_CRASH_FILE")
-    if not marker or os.path.exists(marker):
-        return
+    marker = os.environ["TUNE_PIPELINE_CRASH_FILE"]
     with open(marker, "w", encoding="utf-8") as f:
         f.write(str(position))
     os.kill(os.getpid(), signal.SIGKILL)

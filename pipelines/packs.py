@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from pipelines.faults import crash_point
+from pipelines.faults import crash_armed, crash_point
 
 # Config key of a pack: the member configs, in order.
 PACK_KEY = "_pack"
@@ -99,9 +99,16 @@ def run_members(members: Iterable[Mapping[str, Any]],
             raise _Stopped
         results.put(metrics)
 
+    def settle() -> None:
+        """Wait until every report handed over has been taken."""
+        while not free.acquire(timeout=0.05):
+            if stop.is_set():
+                raise _Stopped
+        free.release()
+
     def produce() -> None:
         try:
-            _run_members(members, trial_fn, hand_over)
+            _run_members(members, trial_fn, hand_over, settle)
             results.put(finished)
         except _Stopped:
             pass
@@ -135,10 +142,14 @@ class _Raised:
 
 def _run_members(members: Iterable[Mapping[str, Any]],
                  trial_fn: Callable[[dict[str, Any]], Iterator[dict[str, Any]]],
-                 report: Callable[[dict[str, Any]], None]) -> None:
-    """``run_members``' work, on its member thread: ``report`` hands each tagged report over."""
+                 report: Callable[[dict[str, Any]], None],
+                 settle: Callable[[], None] = lambda: None) -> None:
+    """``run_members``' work, on its member thread: ``report`` hands each tagged report over,
+    ``settle`` waits until the driver has taken them all."""
     done = object()
     for position, config in enumerate(members):
+        if crash_armed(position):
+            settle()  # the test hook kills the process before this member, after the others
         crash_point(position)
         started = time.time()
         tags = {MEMBER: position, MEMBER_START: started}
