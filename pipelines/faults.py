@@ -25,21 +25,21 @@ def pause_point(name: str) -> None:
     time.sleep(3600)
 
 
-def crash_armed(position: int) -> bool:
-    """Whether ``crash_point(position)`` is going to kill this process."""
-    marker = os.environ.get("TUNE_PIPELINE_CRASH_FILE")
-    return os.environ.get("TUNE_PIPELINE_CRASH_MEMBER") == str(position) and bool(marker) \
-        and not os.path.exists(marker)
-
-
 def crash_point(position: int) -> None:
     """In a pack's process (``pipelines.packs``), before it runs member ``position``: SIGKILL
     this process when ``TUNE_PIPELINE_CRASH_MEMBER`` names that position, once (the file
     ``TUNE_PIPELINE_CRASH_FILE`` is written first and marks it done). The tests' stand-in for a
-    worker killed by the OOM killer or a lost node."""
-    if not crash_armed(position):
+    worker killed by the OOM killer or a lost node.
+
+    It waits a second before the kill: a pack goes on as soon as Tune has taken a member's
+    result (``pipelines.tune_adapter``), so the member before may still be on its way to the
+    driver; the hook kills between two members, not in the middle of a result's delivery."""
+    if os.environ.get("TUNE_PIPELINE_CRASH_MEMBER") != str(position):
         return
-    marker = os.environ["TUNE_PIPELINE_CRASH_FILE"]
+    marker = os.environ.get("TUNE_PIPELINE_CRASH_FILE")
+    if not marker or os.path.exists(marker):
+        return
     with open(marker, "w", encoding="utf-8") as f:
         f.write(str(position))
+    time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGKILL)

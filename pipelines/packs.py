@@ -21,13 +21,11 @@ The keys below travel in Tune's config and results; pipelines read them, trainab
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from pipelines.faults import crash_armed, crash_point
+from pipelines.faults import crash_point
 
 # Config key of a pack: the member configs, in order.
 PACK_KEY = "_pack"
@@ -76,80 +74,9 @@ def run_members(members: Iterable[Mapping[str, Any]],
     time when the report was ready. A member that raises gets one report with its error
     and the pack goes on with the next member, as Tune goes on with the next trial; an exception
     from ``report`` itself (Tune stopping the trial) is not caught.
-
-    The members run on a thread of their own while the calling thread reports: Ray Tune's
-    function trainable holds every report until the driver has taken it (a round trip of a few
-    milliseconds, paid once per config), and the next member runs meanwhile instead of waiting.
-    A report is handed over only once the one before it has been taken, so at most one
-    finished member waits for its turn: a process that dies loses no more than that one (it
-    reruns on ``--resume``, as the member that was running does). When ``report`` raises, the
-    thread stops at its member's next report and is joined before the exception goes on: with
-    actor reuse, nothing of this pack runs on into the next trial.
     """
-    results: queue.Queue = queue.Queue()
-    free = threading.Semaphore(1)  # released when the report before has been taken
-    stop = threading.Event()
-    finished = object()
-
-    def hand_over(metrics: dict[str, Any]) -> None:
-        while not free.acquire(timeout=0.05):
-            if stop.is_set():
-                raise _Stopped
-        if stop.is_set():
-            raise _Stopped
-        results.put(metrics)
-
-    def settle() -> None:
-        """Wait until every report handed over has been taken."""
-        while not free.acquire(timeout=0.05):
-            if stop.is_set():
-                raise _Stopped
-        free.release()
-
-    def produce() -> None:
-        try:
-            _run_members(members, trial_fn, hand_over, settle)
-            results.put(finished)
-        except _Stopped:
-            pass
-        except BaseException as exc:  # handed to the reporting thread, raised there
-            results.put(_Raised(exc))
-
-    worker = threading.Thread(target=produce, name="pack-members", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = results.get()
-            if item is finished:
-                break
-            if isinstance(item, _Raised):
-                raise item.exc
-            report(item)
-            free.release()
-    finally:
-        stop.set()
-        worker.join()
-
-
-class _Stopped(Exception):
-    """The reporting side has stopped: the member thread ends at its next report."""
-
-
-class _Raised:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def _run_members(members: Iterable[Mapping[str, Any]],
-                 trial_fn: Callable[[dict[str, Any]], Iterator[dict[str, Any]]],
-                 report: Callable[[dict[str, Any]], None],
-                 settle: Callable[[], None] = lambda: None) -> None:
-    """``run_members``' work, on its member thread: ``report`` hands each tagged report over,
-    ``settle`` waits until the driver has taken them all."""
     done = object()
     for position, config in enumerate(members):
-        if crash_armed(position):
-            settle()  # the test hook kills the process before this member, after the others
         crash_point(position)
         started = time.time()
         tags = {MEMBER: position, MEMBER_START: started}

@@ -35,6 +35,7 @@ def report_each(trial_fn: Callable[..., Iterator[dict[str, Any]]]) -> Callable[.
     def trainable(config: dict[str, Any], **params: Any) -> None:
         where = node_info()
         if is_pack(config):
+            _continue_once_taken()
             run_members(config[PACK_KEY], lambda member: _finite(trial_fn(member, **params)),
                         lambda metrics: tune.report({**metrics, **where}))
             return
@@ -44,6 +45,31 @@ def report_each(trial_fn: Callable[..., Iterator[dict[str, Any]]]) -> Callable[.
     trainable.__name__ = getattr(trial_fn, "__name__", "trainable")
     trainable.__qualname__ = trainable.__name__
     return trainable
+
+
+def _continue_once_taken() -> None:
+    """Let this trial's function go on as soon as Tune has taken each result.
+
+    Ray Tune's function trainable holds the function at every report until the driver has
+    handled the result and asked for the next one (Ray's ``synchronous_result_reporting``, on
+    for function trainables): a round trip of about 6 ms on a 2-core machine, more with object
+    storage, which a pack paid between every two configs. A pack's configs need no decision from
+    the driver between them (packs run only under FIFO, with no stopper), so it lets the next
+    config start once the result is on its way, as Ray Train's workers do. The config that
+    starts then is the one running if the process dies, so a dead pack's error row still goes
+    to the config that was running (``pipelines.callbacks``).
+
+    Only ever switched off, at the start of the function: Ray reads the flag once per result,
+    before and after taking it, and either order is consistent when it goes from on to off.
+    A Ray internal; tests/test_packs.py fails if it stops taking effect.
+    """
+    try:
+        from ray.train._internal.session import get_session
+    except ImportError:
+        return
+    session = get_session()
+    if session is not None and hasattr(session, "synchronous_result_reporting"):
+        session.synchronous_result_reporting = False
 
 
 def _finite(reports: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

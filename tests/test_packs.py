@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-import time
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -25,7 +26,7 @@ from pipelines.packs import (
     run_members,
 )
 from search_spaces.space import Categorical, LogFloat, Space
-from tests.helpers import run_module
+from tests.helpers import REPO, run_module
 
 # --- pack sizes ---------------------------------------------------------------------------------
 
@@ -98,62 +99,48 @@ def test_a_non_finite_metric_is_that_members_error():
 
 
 
-def _counting_trial(started: list):
-    def trial(config):
-        started.append(config["i"])
-        yield {"score": config["i"] / 10}
-    return trial
+# A real Tune run of one pack of three configs, whose driver takes 0.5 s over every result.
+_SLOW_DRIVER = r"""
+import json, sys, time
+import ray
+from ray import tune
+from pipelines.packs import MEMBER, MEMBER_START, PACK_KEY
+from pipelines.tune_adapter import report_each
+
+def trial(config):
+    yield {"score": float(config["i"])}
+
+handled = {}
+
+class SlowDriver(tune.Callback):
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        time.sleep(0.5)
+        handled[result[MEMBER]] = {"start": result[MEMBER_START], "handled": time.time()}
+
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR",
+         log_to_driver=False)
+tune.Tuner(report_each(trial), param_space={PACK_KEY: [{"i": i} for i in range(3)]},
+           run_config=tune.RunConfig(storage_path=sys.argv[1], callbacks=[SlowDriver()],
+                                     verbose=0)).fit()
+ray.shutdown()
+print(json.dumps(handled))
+"""
 
 
-def test_the_next_member_runs_while_a_report_waits_for_the_driver_but_only_one_ahead():
-    # Tune holds each report until the driver has taken it; the pack does not wait with it. A
-    # report that takes 0.2 s stands in for a slow driver.
-    started, started_at, returned_at, order = [], {}, {}, []
-
-    def trial(config):
-        started_at[config["i"]] = time.monotonic()
-        yield from _counting_trial(started)(config)
-
-    def report(metrics):
-        order.append(metrics[MEMBER])
-        time.sleep(0.2)
-        returned_at[metrics[MEMBER]] = time.monotonic()
-
-    run_members([{"i": i} for i in range(5)], trial, report)
-    assert order == [0, 1, 2, 3, 4]
-    # Member 1 ran while member 0's report waited, instead of 0.2 s later.
-    assert started_at[1] < returned_at[0]
-    # The one after it waits for that report: at most one finished member is ever waiting (and
-    # lost if the process dies).
-    assert all(started_at[k + 2] >= returned_at[k] for k in range(3))
-
-
-def test_tune_stopping_a_pack_stops_its_member_thread():
-    started, calls = [], []
-
-    def report(metrics):
-        calls.append(metrics[MEMBER])
-        if len(calls) == 2:
-            raise SystemExit(0)  # what Tune's report does when the trial is stopped
-        time.sleep(0.05)
-
-    with pytest.raises(SystemExit):
-        run_members([{"i": i} for i in range(20)], _counting_trial(started), report)
-    assert calls == [0, 1]
-    assert max(started) <= 2  # nothing ran on after the stop but the member already running
-    assert not [t for t in threading.enumerate() if t.name == "pack-members"]
-
-
-def test_an_error_outside_any_member_reaches_the_caller():
-    def members():
-        yield {"i": 0}
-        raise KeyError("the config list broke")
-
-    reports = []
-    with pytest.raises(KeyError, match="the config list broke"):
-        run_members(members(), _counting_trial([]), reports.append)
-    assert [r[MEMBER] for r in reports] == [0]
-    assert not [t for t in threading.enumerate() if t.name == "pack-members"]
+def test_a_packs_next_config_starts_once_tune_has_the_result_not_after_the_driver(tmp_path):
+    # Ray Tune holds a function trainable at each report until the driver has handled the
+    # result; a pack lets its next config start as soon as the result is taken
+    # (tune_adapter._continue_once_taken, a Ray internal this pins).
+    pytest.importorskip("ray.tune")
+    proc = subprocess.run([sys.executable, "-c", _SLOW_DRIVER, str(tmp_path / "tune")],
+                          env={**os.environ, "PYTHONPATH": REPO, "RAY_USAGE_STATS_ENABLED": "0"},
+                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    handled = {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    assert sorted(handled) == [0, 1, 2]
+    # Each next config started while the driver still spent its 0.5 s on the one before.
+    for member in (0, 1):
+        assert handled[member + 1]["start"] < handled[member]["handled"] - 0.2
 
 # --- the searcher side --------------------------------------------------------------------------
 
