@@ -118,7 +118,8 @@ def svm_baseline(data_spec, seed: int = 0) -> dict:
     a new Python process importing scikit-learn (1-2 s before the first fit here) and tearing
     it down at exit (0.6 s of the pipeline's exit), while libsvm's fit runs without the GIL.
     Measured on the offline default (2 cores): 5.2 s + 0.6 s at exit with processes, 2.7 s with
-    threads, 3.2 s with none, the same scores and best config (README, "Fine-tuning").
+    threads, 3.2 s with none, the same scores and best config (docs/measurements.md,
+    "Fine-tuning").
 
     Returns ``svm_test_accuracy``, ``svm_cv_accuracy``, ``svm_best_config``, ``svm_seconds``.
     """

@@ -59,12 +59,12 @@ TRAIN_RUN_NAME = "train"
 # imported torch, and no CPU (Tune refuses an all-zero request, so memory it is).
 _DRIVER_RESOURCES = {"cpu": 0, "gpu": 0, "memory": 512 * 1024**2}
 # Ray Train V2 settings for a multi-worker trial, which starts (and tears down) a whole Train run
-# per trial: they cut what it costs beyond training (README, "Per-trial overhead"). Set in the
-# trial's process with setdefault, so a value the user exported wins. Train copies the
+# per trial: they cut what it costs beyond training (docs/measurements.md, "Per-trial overhead").
+# Set in the trial's process with setdefault, so a value the user exported wins. Train copies the
 # RAY_TRAIN_* names it lists in ENV_VARS_TO_PROPAGATE into the runtime_env of its controller and,
-# from there, of its workers, which is where they are read; RAY_TRAIN_METRICS_ENABLED is read
-# by the trial's process itself. Names and defaults: ray/train/v2/_internal/constants.py; none of
-# the three is in Ray's API reference (internal knobs: re-check them on a Ray upgrade, which
+# from there, of its workers, which is where they are read; RAY_TRAIN_METRICS_ENABLED is read by the
+# trial's process itself. Names and defaults: ray/train/v2/_internal/constants.py; none of the three
+# is in Ray's API reference (internal knobs: re-check them on a Ray upgrade, which
 # tests/test_finetune_train_settings.py does).
 TRAIN_SETTINGS = {
     # The controller polls its workers this often (default 2 s), so it notices a started or a

@@ -331,7 +331,7 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
         os.environ.setdefault(PRESTART_ENV, "0")
         # A new raylet starts its object store on a thread and connects to it at once; when it
         # asks before the store listens, Ray's retry sleeps a full second (7 of 10 fresh starts
-        # here lost it, README). Retrying every 20 ms keeps the same patience.
+        # here lost it, docs/measurements.md). Retrying every 20 ms keeps the same patience.
         # Either one exported leaves both to the user (and Ray's defaults).
         if CONNECT_WAIT_ENV not in os.environ and CONNECT_TRIES_ENV not in os.environ:
             os.environ.update(CONNECT_RETRY)
@@ -724,7 +724,7 @@ def without_monitors(logs: bool, autoscaler: bool):
     loads only ``UsageStatsHead``, which does nothing with usage statistics off). Without it the
     raylet's dashboard agent, which ``ray[default]`` always runs, asks the GCS for the
     dashboard's address every second for the life of the cluster and logs an error traceback
-    each time (README, "Tried").
+    each time (docs/measurements.md, "Tried").
     """
     SKIPPED_MONITORS.clear()
     try:

@@ -65,8 +65,8 @@ def _check(args: argparse.Namespace) -> None:
     # dataset whose class sizes already prove the split works (``split_is_certain``) loads
     # beside the start of a local Ray instead (``task_data``): importing scikit-learn is most of
     # a second, and then it overlaps ``ray.init``. Joining a running Ray (--address) takes a
-    # few tenths of a second, too short to hide it behind (README, "Where a short run's time
-    # goes"), so there the data loads here.
+    # few tenths of a second, too short to hide it behind (docs/measurements.md, "Where a short
+    # run's time goes"), so there the data loads here.
     args._data = None
     if args.address or not split_is_certain(args.dataset, args.test_size, args.cv):
         task_data(args)  # load_data checks the dataset itself

@@ -27,8 +27,8 @@ Under ASHA (once a trial has been cut) the GP is one model over (config, fidelit
 a trial reported, at its level (epoch, rung) as an extra column, and the acquisition asks it about
 the full budget only (``_joint_suggestion``). BOHB's recipe, a GP on the highest rung with more
 trials than parameters, modeled epoch-1 scores for most of a fine-tuning run (15 params: 16
-trials at a rung), and those rank configs poorly (README, "Search quality on the fine-tuning
-task"). Without cut trials the model is the one above, unchanged.
+trials at a rung), and those rank configs poorly (docs/measurements.md, "Search quality on the
+fine-tuning task"). Without cut trials the model is the one above, unchanged.
 """
 
 from __future__ import annotations
@@ -471,9 +471,9 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         model keeps its hyperparameters). A lie agrees with the model by construction, so a
         second fit on it only tells the fit that the function is smoother or less noisy than
         the data say. Measured with 4 trials in flight against fitting again on the lies
-        (benchmarks/search_quality.py): README, "Trials in flight: the believer keeps its
-        hyperparameters". A constant liar (``liar`` "worst", "mean", "best") is fitted with
-        its lies, as it always was.
+        (benchmarks/search_quality.py): docs/measurements.md, "Trials in flight: the believer
+        keeps its hyperparameters". A constant liar (``liar`` "worst", "mean", "best") is
+        fitted with its lies, as it always was.
         """
         n_dims = len(points[0])
         if self._liar == "believer":
@@ -840,9 +840,9 @@ class _MixedSpaceSearch:
         has a slope to follow there, but in 6 or more dimensions random and Sobol candidates
         almost never land close enough to start the other local searches in that basin, and an
         int column is not moved by L-BFGS-B at all. Measured with benchmarks/search_quality.py
-        (README, "Search quality now: candidates near the incumbent"): 40 seeds of the synthetic
-        suite, 40 trials, median regret 0.0045 to 0.0029 sequential and 0.053 to 0.030 with 4 in
-        flight.
+        (docs/measurements.md, "Search quality now: candidates near the incumbent"): 40 seeds
+        of the synthetic suite, 40 trials, median regret 0.0045 to 0.0029 sequential and 0.053
+        to 0.030 with 4 in flight.
         """
         box = self.transform
         near = np.repeat(np.asarray(centre, dtype=float)[None, :], self.N_NEAR, axis=0)
