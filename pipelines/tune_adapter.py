@@ -57,7 +57,14 @@ def _continue_once_taken() -> None:
     the driver between them (packs run only under FIFO, with no stopper), so it lets the next
     config start once the result is on its way, as Ray Train's workers do. The config that
     starts then is the one running if the process dies, so a dead pack's error row still goes
-    to the config that was running (``pipelines.callbacks``).
+    to the config that was running (``pipelines.callbacks``), with one window left: between
+    Ray taking the result and the reply leaving the process (about a millisecond, a few while
+    the new config holds the GIL), a death loses that result, and the finished config gets the
+    error row while the one just started runs again. With Tune's default the window was the
+    other way round (a death while the driver handled a result blamed the next config, which
+    had not started). Were a stopper ever added for packs, a stop would land one config later,
+    and with actor reuse a config longer than Tune's 2 s wait in ``reset_config`` would fail
+    the next trial (Tune's ``_AbortTrialExecution``: its first config an error row).
 
     Only ever switched off, at the start of the function: Ray reads the flag once per result,
     before and after taking it, and either order is consistent when it goes from on to off.

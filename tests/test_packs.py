@@ -127,13 +127,16 @@ print(json.dumps(handled))
 """
 
 
+@pytest.mark.ray
 def test_a_packs_next_config_starts_once_tune_has_the_result_not_after_the_driver(tmp_path):
     # Ray Tune holds a function trainable at each report until the driver has handled the
     # result; a pack lets its next config start as soon as the result is taken
     # (tune_adapter._continue_once_taken, a Ray internal this pins).
     pytest.importorskip("ray.tune")
     proc = subprocess.run([sys.executable, "-c", _SLOW_DRIVER, str(tmp_path / "tune")],
-                          env={**os.environ, "PYTHONPATH": REPO, "RAY_USAGE_STATS_ENABLED": "0"},
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+                               "PYTHONPATH": os.pathsep.join(
+                                   filter(None, [REPO, os.environ.get("PYTHONPATH")]))},
                           capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     handled = {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
@@ -141,6 +144,9 @@ def test_a_packs_next_config_starts_once_tune_has_the_result_not_after_the_drive
     # Each next config started while the driver still spent its 0.5 s on the one before.
     for member in (0, 1):
         assert handled[member + 1]["start"] < handled[member]["handled"] - 0.2
+    # But never two ahead: config 2 starts only once Tune has taken config 1's result, which
+    # it asks for after the driver is done with config 0.
+    assert handled[2]["start"] > handled[0]["handled"]
 
 # --- the searcher side --------------------------------------------------------------------------
 
