@@ -12,12 +12,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_module(module: str, *args: str, cwd: str | None = None, env: dict | None = None,
                timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m module args...`` with the repo importable; returns the finished process."""
+    return _run_python(["-m", module, *args], cwd, env, timeout)
+
+
+def run_code(code: str, *args: str, cwd: str | None = None, env: dict | None = None,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -c code args...``, in the same environment as ``run_module``."""
+    return _run_python(["-c", code, *args], cwd, env, timeout)
+
+
+def _run_python(argv: list[str], cwd: str | None, env: dict | None,
+                timeout: float) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.pop("RAY_ADDRESS", None)
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd or REPO, env=full_env,
+        [sys.executable, *argv], cwd=cwd or REPO, env=full_env,
         capture_output=True, text=True, timeout=timeout,
     )
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -26,7 +23,7 @@ from pipelines.packs import (
     run_members,
 )
 from search_spaces.space import Categorical, LogFloat, Space
-from tests.helpers import REPO, run_module
+from tests.helpers import run_code, run_module
 
 # --- pack sizes ---------------------------------------------------------------------------------
 
@@ -133,11 +130,8 @@ def test_a_packs_next_config_starts_once_tune_has_the_result_not_after_the_drive
     # result; a pack lets its next config start as soon as the result is taken
     # (tune_adapter._continue_once_taken, a Ray internal this pins).
     pytest.importorskip("ray.tune")
-    proc = subprocess.run([sys.executable, "-c", _SLOW_DRIVER, str(tmp_path / "tune")],
-                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-                               "PYTHONPATH": os.pathsep.join(
-                                   filter(None, [REPO, os.environ.get("PYTHONPATH")]))},
-                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    proc = run_code(_SLOW_DRIVER, str(tmp_path / "tune"), cwd=str(tmp_path),
+                    env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     handled = {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
     assert sorted(handled) == [0, 1, 2]
