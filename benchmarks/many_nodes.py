@@ -62,7 +62,7 @@ def make_task(trial_seconds: float):
 
     return Task(
         name="bench", metrics=METRICS, check=lambda args: None, load=lambda args: None,
-        trainable=trainable, max_t=lambda args: 1, evaluate=lambda args, data, best: {},
+        trainable=trainable, max_t=lambda args: 1, evaluate=lambda args, data, best, config: {},
         # As the SVM pipeline: cheap trials keep their actor instead of paying a start each.
         reuse_actors=lambda args: True,
     )

@@ -92,7 +92,7 @@ def _checkpoint_config(args: argparse.Namespace):
                                  checkpoint_score_order="max")
 
 
-def _evaluate(args: argparse.Namespace, data: dict, best: dict) -> dict:
+def _evaluate(args: argparse.Namespace, data: dict, best: dict, config: dict) -> dict:
     from pipelines.finetune_trial import evaluate_checkpoint, save_best_model
 
     if not best.get("checkpoint"):

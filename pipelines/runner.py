@@ -70,8 +70,10 @@ class Task:
         The Tune function trainable (already bound to its data) and per-trial resources.
     max_t : callable(args) -> int
         Reports a trial makes at full budget (the ASHA ``max_t`` default).
-    evaluate : callable(args, data, best_row) -> dict
-        Scores the best trial once on the held-out test split.
+    evaluate : callable(args, data, best_row, best_config) -> dict
+        Scores the best trial once on the held-out test split. ``best_config`` is the row's
+        config read through the run's own space (the one in experiment.json), never the space
+        file again: an edited or moved file must not change what the test score belongs to.
     summary : callable(args, data, best_row, evaluation) -> list of str
         Extra summary lines.
     needs_dashboard : callable(args) -> bool
@@ -86,7 +88,7 @@ class Task:
     load: Callable[[argparse.Namespace], Any]
     trainable: Callable[[argparse.Namespace, Any], tuple[Any, Any]]
     max_t: Callable[[argparse.Namespace], int]
-    evaluate: Callable[[argparse.Namespace, Any, dict], dict]
+    evaluate: Callable[[argparse.Namespace, Any, dict, dict], dict]
     summary: Callable[[argparse.Namespace, Any, dict, dict], list[str]] = lambda *a: []
     needs_dashboard: Callable[[argparse.Namespace], bool] = lambda args: False
     reuse_actors: Callable[[argparse.Namespace], bool] = lambda args: False
@@ -943,7 +945,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         pause_point("evaluate")  # the reliability tests kill the driver here
         evaluation_started = time.time()
         try:
-            evaluation = task.evaluate(args, data, best)
+            evaluation = task.evaluate(args, data, best, config_from_row(best, space))
         except EvaluationError as exc:
             evaluation_error = str(exc)
         phases["evaluation"] = time.time() - evaluation_started

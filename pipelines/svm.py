@@ -16,8 +16,7 @@ import pyarrow as pa
 
 from pipelines import cli
 from pipelines.results import MetricColumns
-from pipelines.runner import Task, config_from_row, run
-from search_spaces.loader import load_space
+from pipelines.runner import Task, run
 
 # Fidelity rungs an ASHA run climbs by default (1/27, 1/9, 1/3, 1 with reduction factor 3).
 DEFAULT_RUNGS = 4
@@ -94,10 +93,10 @@ def _trainable(args: argparse.Namespace, data) -> tuple[Any, dict]:
                                 fidelities=fidelities(args)), {"CPU": args.cpus_per_trial}
 
 
-def _evaluate(args: argparse.Namespace, data, best: dict) -> dict:
+def _evaluate(args: argparse.Namespace, data, best: dict, config: dict) -> dict:
     from trainables.svm import refit_and_test
 
-    return refit_and_test(config_from_row(best, load_space(args.space)), data)
+    return refit_and_test(config, data)
 
 
 def _summary(args, data, best, evaluation) -> list[str]:

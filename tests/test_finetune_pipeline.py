@@ -88,4 +88,4 @@ def test_a_best_trial_without_a_checkpoint_is_an_error_not_a_skipped_test():
 
     args = argparse.Namespace(no_baseline=True, name="x")
     with pytest.raises(EvaluationError, match="best trial abc recorded no checkpoint"):
-        _evaluate(args, {"data_spec": None, "model_spec": None}, {"trial_id": "abc"})
+        _evaluate(args, {"data_spec": None, "model_spec": None}, {"trial_id": "abc"}, {})

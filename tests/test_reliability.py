@@ -134,6 +134,10 @@ def test_svm_driver_sigkill_then_resume_with_the_name_alone(point, unbroken_svm,
     else:
         _wait(marker.exists, proc)
     _sigkill_driver(proc)
+    if point == "evaluate":
+        # The user edits or moves the space file before resuming: the test score must still
+        # belong to the run's own space (the one experiment.json keeps), not to the file.
+        (tmp_path / "space.py").unlink()
 
     resumed = run_module("pipelines.svm", "--resume", "--name", "exp", cwd=str(tmp_path))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
