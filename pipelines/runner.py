@@ -890,6 +890,18 @@ def run(task: Task, args: argparse.Namespace) -> int:
         info["started"] = previous.get("started", info["started"])
         info["resumed"] = datetime.now(timezone.utc).isoformat()
         info["resumes"] = int(previous.get("resumes", 0)) + 1
+        # The command and the package versions that made the first trials stay; each resume
+        # adds its own command and the packages that differ from them (a resume after an
+        # upgrade shows which trials ran on what).
+        first_packages = previous.get("packages") or info["packages"]
+        info["argv"] = previous.get("argv", info["argv"])
+        info["resume_history"] = [*previous.get("resume_history", []), {
+            "resumed": info["resumed"],
+            "argv": sys.argv[1:],
+            "packages_changed": {k: v for k, v in info["packages"].items()
+                                 if first_packages.get(k) != v},
+        }]
+        info["packages"] = first_packages
     write_experiment_json(storage, args.name, info)
 
     from pipelines.callbacks import ProgressCallback

@@ -152,6 +152,10 @@ def test_svm_driver_sigkill_then_resume_with_the_name_alone(point, unbroken_svm,
     # The experiment's own settings, not today's defaults, labelled the rows.
     assert set(trials["scheduler"]) == {"asha"} and set(trials["algorithm"]) == {"grid"}
     assert info["resumes"] == 1
+    # The command that made the first trials stays; the resume's is in the history.
+    assert "--resume" not in info["argv"] and "space.py" in info["argv"]
+    assert [h["argv"] for h in info["resume_history"]] == [["--resume", "--name", "exp"]]
+    assert info["resume_history"][0]["packages_changed"] == {}
 
 
 def test_finetune_sigkill_mid_trial_keeps_every_epoch_and_the_same_best(tmp_path):
