@@ -219,11 +219,16 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
     except ValueError as exc:
         cli.fail(str(exc))
     warm_start = None
-    if args.warm_start:
+    if previous is not None and isinstance(previous.get("warm_start_rows"), list):
+        # The rows the experiment started from, as it read them: the file may have moved or
+        # changed since, and the resumed searcher must be the one the journal was made with.
+        warm_start = previous["warm_start_rows"]
+    elif args.warm_start:
         try:
             from pipelines.searchers._bayesopt_box import warm_start_from_parquet
 
-            warm_start = warm_start_from_parquet(args.warm_start, space, task.metrics.metric)
+            warm_start = warm_start_from_parquet(args.warm_start, space, task.metrics.metric,
+                                                 select=task.metrics.select)
         except (SpaceError, ValueError, OSError) as exc:
             cli.fail(f"--warm-start: {exc}")
     # Check the space serves the algorithm with pure code; the Searcher itself (Ray Tune's
@@ -872,6 +877,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
         "iteration_key": task.time_attr,
         **task.extra_info(args, data),
     }
+    if prep.warm_start is not None:
+        info["warm_start_rows"] = prep.warm_start
     run_info = {"algorithm": args.algo, "scheduler": args.scheduler, "seed": args.seed}
     writer = ResultsWriter(storage, args.name, space, task.metrics, run_info,
                            metadata={"experiment": args.name, "task": task.name},

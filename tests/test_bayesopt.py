@@ -343,6 +343,24 @@ def test_warm_start_from_parquet_registers_valid_rows_and_shortens_init(tmp_path
     assert SVM_SPACE.check_config(first) == first
 
 
+def test_warm_start_reads_what_the_live_searcher_would_have_learned(tmp_path):
+    from search_spaces.space import LogFloat, Space
+
+    space = Space(lr=LogFloat(1e-4, 1e-1))
+    path = write_trials(tmp_path / "t.parquet", {
+        "param_lr": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3],
+        "val_accuracy": [0.5, 0.6, 0.7, 0.8, 0.9],
+        "best_val_accuracy": [0.55, 0.65, 0.75, 0.85, 0.95],
+        "status": ["finished", "error", "stopped_early", "stopped_early", "stopped_early"],
+        "stopped_by": [None, None, "scheduler", "patience", None],
+    })
+    # No error row, no cut (an unknown stopper counts as a cut); a patience stop is final.
+    last = warm_start_from_parquet(path, space, "val_accuracy")
+    assert last == [{"config": {"lr": 1e-3}, "score": 0.5}, {"config": {"lr": 4e-3}, "score": 0.8}]
+    best = warm_start_from_parquet(path, space, "val_accuracy", select="best")
+    assert [r["score"] for r in best] == [0.55, 0.85]
+
+
 def test_warm_start_rows_with_bad_shape_are_skipped():
     searcher = BayesOptSearcher(SVM_SPACE, metric="accuracy", mode="max", seed=0, warm_start=[
         {"config": {"kernel": "linear", "C": 1.0}, "score": 0.9},

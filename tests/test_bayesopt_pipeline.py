@@ -37,6 +37,14 @@ def test_bayesopt_run_then_warm_start(tmp_path):
     assert len(warm) == 3
     # Warm-started rows count toward the init phase, so nothing is re-drawn at random.
     assert not any(abs(c - d["C"]) < 1e-12 for c in warm["param_C"] for d in init)
+    # The rows it started from are kept with the experiment: --resume needs no file.
+    info = json.loads((tmp_path / "warm" / "experiment.json").read_text())
+    assert len(info["warm_start_rows"]) == 6
+    os.rename(tmp_path / "bo" / "trials.parquet", tmp_path / "moved.parquet")
+    again = run_module("pipelines.svm", "--resume", "--output", str(tmp_path), "--name", "warm")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((tmp_path / "warm" / "experiment.json").read_text())["warm_start_rows"] == \
+        info["warm_start_rows"]
 
 
 def test_space_with_nothing_to_optimize_fails_before_ray(tmp_path):

@@ -20,8 +20,13 @@ def default_n_init(n_dims: int) -> int:
     """Random points before the model takes over: ``max(5, 2 * n_dims)``, at most 20."""
     return min(max(5, 2 * n_dims), MAX_DEFAULT_N_INIT)
 
-def warm_start_from_parquet(path: str, space: Space, metric: str) -> list[dict[str, Any]]:
+def warm_start_from_parquet(path: str, space: Space, metric: str,
+                            select: str = "last") -> list[dict[str, Any]]:
     """Read an earlier experiment's ``trials.parquet`` into warm-start rows.
+
+    The rows are the scores the live searcher would have learned from those trials: no failed
+    trial, no trial a scheduler cut, and, where the task ranks a trial by its best report
+    (``select="best"``, fine-tuning), that best report.
 
     Parameters
     ----------
@@ -32,12 +37,16 @@ def warm_start_from_parquet(path: str, space: Space, metric: str) -> list[dict[s
         Only this space's params are read; other ``param_`` columns are ignored.
     metric : str
         The score column.
+    select : {"last", "best"}
+        With "best", the score is ``best_<metric>`` where the file has that column.
 
     Returns
     -------
     list of dict
-        ``{"config": {...}, "score": float}`` for each row with a finite score that was not
-        stopped early by a scheduler (``status`` column, when present). Configs are not
+        ``{"config": {...}, "score": float}`` for each row with a finite score whose ``status``
+        (when the file has one) is not ``error``, and not ``stopped_early`` by a scheduler (a
+        ``stopped_by`` of ``patience`` is kept: the trial stopped itself and its score is
+        final; without a ``stopped_by`` column every early stop is left out). Configs are not
         checked against the space here; ``BayesOptSearcher`` skips the invalid ones.
 
     Raises
@@ -60,13 +69,21 @@ def warm_start_from_parquet(path: str, space: Space, metric: str) -> list[dict[s
                          f"(expected columns {expected})")
     if metric not in frame.columns:
         raise SpaceError(f"warm start file '{path}' has no metric column '{metric}'")
+    score_column = f"best_{metric}" if select == "best" and f"best_{metric}" in frame.columns \
+        else metric
     if "status" in frame.columns:
-        # A trial ASHA cut was scored on a fraction of its budget; that score would teach the
-        # model that a config is worse than it is.
-        frame = frame[frame["status"] != "stopped_early"]
+        status = frame["status"].astype("string").fillna("").to_numpy(dtype=object)
+        by = frame["stopped_by"].astype("string").fillna("").to_numpy(dtype=object) \
+            if "stopped_by" in frame.columns else np.full(len(frame), "", dtype=object)
+        # A failed trial's last score (a network that diverged at epoch 3, say) is not what its
+        # config is worth; the live searcher never learns from errors either. A trial ASHA cut
+        # was scored on a fraction of its budget: that score would teach the model that a
+        # config is worse than it is. A patience stop is the trial's own end, and final.
+        cut = (status == "stopped_early") & (by != "patience")
+        frame = frame[(status != "error") & ~cut]
     rows = []
     for record in frame.to_dict("records"):
-        score = _finite(record[metric])
+        score = _finite(record[score_column])
         if score is None:
             continue
         config = {name: _plain(record[col]) for name, col in columns.items()
