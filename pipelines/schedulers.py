@@ -40,7 +40,12 @@ class RecordingASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
+        # A trial whose result says it stopped itself (patience, on a rung epoch) ends there
+        # anyway: ASHA's STOP did not cut it, and its row, the searcher's observation and a
+        # resumed searcher all read it as the trial's own final score.
+        stopped_itself = bool(result.get("stopped_by")) or result.get("early_stopped") is True
+        if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t \
+                and not stopped_itself:
             self.stopped_early.add(trial.trial_id)
         return decision
 

@@ -17,6 +17,26 @@ def test_fidelity_ladder_follows_reduction_factor():
     assert fidelities(build_parser().parse_args([])) == (1.0,)
 
 
+def test_a_patience_stop_on_a_rung_is_the_trials_own_not_ashas_cut():
+    from ray.tune.experiment import Trial
+
+    from pipelines.schedulers import RecordingASHA
+
+    asha = RecordingASHA(time_attr="epoch", metric="val_accuracy", mode="max", max_t=6,
+                         grace_period=1, reduction_factor=2)
+    good, patient, poor = (Trial("__fake", trial_id=name, stub=True)
+                           for name in ("good", "patient", "poor"))
+    for trial in (good, patient, poor):
+        asha.on_trial_add(None, trial)
+    asha.on_trial_result(None, good, {"epoch": 1, "val_accuracy": 0.9})
+    # Both score below the rung's cutoff, so ASHA answers STOP to both; only one was its cut.
+    assert asha.on_trial_result(None, patient, {"epoch": 1, "val_accuracy": 0.5,
+                                                "early_stopped": True,
+                                                "stopped_by": "patience"}) == "STOP"
+    assert asha.on_trial_result(None, poor, {"epoch": 1, "val_accuracy": 0.4}) == "STOP"
+    assert asha.stopped_early == {"poor"}
+
+
 def test_asha_stops_poor_trials_and_records_it(tmp_path):
     proc = run_module("pipelines.svm", "--algo", "random", "--num-samples", "12", "--seed", "0",
                       "--scheduler", "asha", "--output", str(tmp_path), "--name", "a",
