@@ -540,6 +540,44 @@ def test_fine_tuning_registers_the_selected_epoch_not_the_last():
     assert searcher.observations[0][1] == 0.9
 
 
+def _crashed_mid_trial(searcher: BayesOptSearcher):
+    """A journal whose trial 0 reported epochs 1-3 (its best, 0.9, at epoch 2) and was running
+    when the driver died; ``searcher`` resumes from it and suggests that trial again."""
+    from pipelines.journal import TrialLog, report_event, start_event
+
+    config = searcher.space.sample(1, seed=5)[0]
+    log = TrialLog("val_accuracy", "max", {"val_accuracy": None})
+    log.apply(start_event("j0", 0, config, source="random"))
+    for epoch, acc in [(1, 0.6), (2, 0.9), (3, 0.7)]:
+        log.apply(report_event("j0", epoch, {"val_accuracy": acc}))
+    assert searcher.resume(log) == 1
+    return config
+
+
+def test_a_rerun_registers_its_best_epoch_from_before_the_crash_too():
+    space = Space(lr=LogFloat(1e-4, 1e-1))
+    searcher = BayesOptSearcher(space, metric="val_accuracy", mode="max", seed=0, n_init=5,
+                                fidelity_key="epoch", select="best")
+    config = _crashed_mid_trial(searcher)
+    rerun = searcher.suggest("new-tune-id")
+    assert {k: v for k, v in rerun.items() if not k.startswith("_")} == config
+    # It continues from its epoch-2 checkpoint: epoch 3 again, then 4, both below 0.9.
+    for epoch, acc in [(3, 0.65), (4, 0.8)]:
+        searcher.on_trial_result("new-tune-id", {"epoch": epoch, "val_accuracy": acc})
+    searcher.on_trial_complete("new-tune-id", {"epoch": 4, "val_accuracy": 0.8})
+    assert [score for _, score in searcher.observations] == [0.9]
+
+
+def test_a_rerun_with_nothing_left_to_report_is_registered_from_the_journal():
+    space = Space(lr=LogFloat(1e-4, 1e-1))
+    searcher = BayesOptSearcher(space, metric="val_accuracy", mode="max", seed=0, n_init=5,
+                                fidelity_key="epoch", select="best")
+    _crashed_mid_trial(searcher)
+    searcher.suggest("new-tune-id")
+    searcher.on_trial_complete("new-tune-id", {"done": True})  # its checkpoint was the last epoch
+    assert [score for _, score in searcher.observations] == [0.9]
+
+
 def _asha_run(seed: int, dims: int = 6, n: int = 30):
     """A synthetic ASHA run fed to a searcher: ``n`` random configs at level 1, the best third
     (by their level-1 score) on to level 3, the best third of those to the full budget 9.

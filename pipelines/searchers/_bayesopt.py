@@ -145,6 +145,12 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         self._max_fidelity = max_fidelity
         self._select = select
         self._histories: dict[str, dict[float, float]] = {}
+        # Trials a --resume runs again (from their checkpoints): what the journal already holds
+        # of each, by journal id (its per-level history and its last report), so the re-run's
+        # registration sees the whole trial, not just the epochs after its checkpoint.
+        self._journaled: dict[str, tuple[dict[float, float], dict[str, Any]]] = {}
+        self._rerun_last: dict[str, dict[str, Any]] = {}
+        self._rerun_fresh: set[str] = set()
         self._final_histories: list[dict[float, float]] = []
         self._cut: list[tuple[dict[str, Any], np.ndarray, dict[float, float]]] = []
         # Same stream as ``space.sample(n, seed)``: the init points are random search's first.
@@ -227,6 +233,11 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         if rerun is not None:
             config = {k: v for k, v in rerun.items() if k != RESUME_KEY}
             self._pending[trial_id] = (config, self._box.encode(config))
+            journaled = self._journaled.pop(self._placements[trial_id].trial_id, None)
+            if journaled is not None:
+                self._histories[trial_id] = dict(journaled[0])
+                self._rerun_last[trial_id] = dict(journaled[1])
+                self._rerun_fresh.add(trial_id)
             return rerun
         in_init = self._n_warm + self._n_suggested < self._n_init
         if in_init or len(self._observations) + len(self._cut) < MIN_OBSERVATIONS_FOR_MODEL:
@@ -280,12 +291,29 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
                 self._n_skipped += 1
                 continue
             self._register(config, self._box.encode(config), last, history)
+        for trial in log.unfinished():
+            reports = log.epoch_reports(trial["trial_id"])
+            if reports:
+                history = {}
+                for report in reports:
+                    self._record_level(history, {self._fidelity_key: report["iteration"],
+                                                 **report["metrics"]})
+                self._journaled[trial["trial_id"]] = (
+                    history, {self._fidelity_key: reports[-1]["iteration"], **reports[-1]["metrics"]})
         return len(self._queue_reruns(log, checkpoint_exists))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Record an intermediate score at its fidelity level (epoch, rung)."""
         if trial_id in self._pending:
-            self._record_level(self._histories.setdefault(trial_id, {}), result)
+            history = self._histories.setdefault(trial_id, {})
+            if trial_id in self._rerun_fresh:
+                # A re-run picks up after its checkpoint: from its first report on, what it
+                # reports replaces the dead run's levels (as the journal's rows do).
+                self._rerun_fresh.discard(trial_id)
+                level = _finite(result.get(self._fidelity_key))
+                for old in [k for k in history if level is not None and k >= level]:
+                    del history[old]
+            self._record_level(history, result)
 
     def _record_level(self, history: dict[float, float], result: Mapping[str, Any]) -> None:
         level = _finite(result.get(self._fidelity_key))
@@ -316,8 +344,15 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         """
         pending = self._pending.pop(trial_id, None)
         history = self._histories.pop(trial_id, {})
+        journaled_last = self._rerun_last.pop(trial_id, None)
+        self._rerun_fresh.discard(trial_id)
         if pending is None:
             return
+        if not error and journaled_last is not None and \
+                _finite((result or {}).get(self._metric)) is None:
+            # A re-run that had nothing left to report (its checkpoint was its last epoch):
+            # the trial's last report is the one the journal holds.
+            result = {**(result or {}), **journaled_last}
         if not error and result:
             self._record_level(history, result)
         score = None if (error or not result) else _finite(result.get(self._metric))
