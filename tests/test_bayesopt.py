@@ -578,6 +578,27 @@ def test_a_rerun_with_nothing_left_to_report_is_registered_from_the_journal():
     assert [score for _, score in searcher.observations] == [0.9]
 
 
+def test_a_journal_gap_is_suggested_under_its_index_with_its_own_draw():
+    from pipelines.journal import TrialLog, end_event, report_event, start_event
+
+    # Trials in flight started 0, 1 and 3 when the driver died: 2's start was never written.
+    space = mixed_space()
+    draws = space.sample(5, seed=3)
+    log = TrialLog("score", "max", {"score": None})
+    for index in (0, 1, 3):
+        log.apply(start_event(f"j{index}", index, draws[index], source="random"))
+        log.apply(report_event(f"j{index}", 1, {"score": objective(draws[index])}))
+        log.apply(end_event(f"j{index}", "finished"))
+    searcher = BayesOptSearcher(space, metric="score", mode="max", seed=3, n_init=5)
+    assert searcher.resume(log) == 0
+    gap, after = searcher.suggest("a"), searcher.suggest("b")
+    assert searcher.placement("a").index == 2 and gap == draws[2]
+    assert searcher.placement("b").index == 4 and after == draws[4]
+    assert searcher.placement("b").source == "random"
+    searcher.suggest("c")
+    assert searcher.placement("c").index == 5
+
+
 def _asha_run(seed: int, dims: int = 6, n: int = 30):
     """A synthetic ASHA run fed to a searcher: ``n`` random configs at level 1, the best third
     (by their level-1 score) on to level 3, the best third of those to the full budget 9.

@@ -151,6 +151,8 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         self._journaled: dict[str, tuple[dict[float, float], dict[str, Any]]] = {}
         self._rerun_last: dict[str, dict[str, Any]] = {}
         self._rerun_fresh: set[str] = set()
+        # Indexes a journal skipped, to suggest first after --resume (``resume``).
+        self._gaps: list[tuple[int, dict[str, Any] | None]] = []
         self._final_histories: list[dict[float, float]] = []
         self._cut: list[tuple[dict[str, Any], np.ndarray, dict[float, float]]] = []
         # Same stream as ``space.sample(n, seed)``: the init points are random search's first.
@@ -239,8 +241,12 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
                 self._rerun_last[trial_id] = dict(journaled[1])
                 self._rerun_fresh.add(trial_id)
             return rerun
+        index, config = self._gaps.pop(0) if self._gaps else (self._next_index, None)
         in_init = self._n_warm + self._n_suggested < self._n_init
-        if in_init or len(self._observations) + len(self._cut) < MIN_OBSERVATIONS_FOR_MODEL:
+        if config is not None:  # a journal gap's own init draw (``resume``)
+            x = self._box.encode(config)
+            source = "random"
+        elif in_init or len(self._observations) + len(self._cut) < MIN_OBSERVATIONS_FOR_MODEL:
             config = self._space.sample_one(self._rng)
             config = self._space.finalize({**self._box.constants, **config})
             x = self._box.encode(config)
@@ -250,8 +256,9 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             config = self._box.decode(x)
             source = "model"
         self._n_suggested += 1
-        self._place(trial_id, self._next_index, source)
-        self._next_index += 1
+        self._place(trial_id, index, source)
+        if index == self._next_index:
+            self._next_index += 1
         self._pending[trial_id] = (config, x)
         return dict(config)
 
@@ -265,14 +272,26 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         Observations are the ended trials' scores (errors skipped, as live); the random stream
         of the init phase advances once per journaled random suggestion, so the points after a
         resume are the ones an unbroken run would have drawn next; trials that never ended are
-        suggested again first, under their old index.
+        suggested again first, under their old index. An index the journal skips (trials in
+        flight start in any order, and the driver died between two starts) is suggested next,
+        under that index: in the init phase with the random draw it had, so the search neither
+        loses that draw nor repeats the next one.
         """
         trials = sorted(log.trials.values(), key=lambda t: t["trial_index"])
-        for trial in trials:
-            if trial.get("source") == "random":
-                self._space.sample_one(self._rng)
+        by_index = {t["trial_index"]: t for t in trials}
+        self._gaps = []
+        for index in range(max(by_index, default=-1) + 1):
+            trial = by_index.get(index)
+            if trial is not None:
+                if trial.get("source") == "random":
+                    self._space.sample_one(self._rng)
+            elif self._n_warm + index < self._n_init:
+                config = self._space.sample_one(self._rng)
+                self._gaps.append((index, self._space.finalize({**self._box.constants, **config})))
+            else:
+                self._gaps.append((index, None))
         self._n_suggested = len(trials)
-        self._next_index = max((t["trial_index"] for t in trials), default=-1) + 1
+        self._next_index = max(by_index, default=-1) + 1
         for trial in log.ended():
             config = _valid_config(self._space, trial["config"])
             reports = log.epoch_reports(trial["trial_id"])
