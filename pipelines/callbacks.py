@@ -72,6 +72,9 @@ class ResultsCallback(Callback):
         placement = self._placement(trial)
         if placement is not None:
             journal_id, index, source = placement.trial_id, placement.index, placement.source
+            carry_over = getattr(self.scheduler, "carry_over", None)
+            if carry_over is not None:
+                carry_over(journal_id, trial.trial_id)  # a re-run keeps its rung results
         else:  # not from our searcher: Tune's creation order is the best we know
             journal_id, source = trial.trial_id, None
             index = next((i for i, t in enumerate(trials) if t is trial), len(trials))

@@ -38,6 +38,18 @@ class RecordingASHA(ASHAScheduler):
                             seeded += 1
         return seeded
 
+    def carry_over(self, journal_id: str, trial_id: str) -> None:
+        """A trial ``--resume`` runs again under a new Tune id: its rung results (put back by
+        ``seed_from_journal`` under its journal id) move to the new id, so ASHA neither judges
+        it again at a rung it already passed (with a later epoch's score) nor counts it twice
+        in a cutoff."""
+        if journal_id == trial_id:
+            return
+        for bracket in self._brackets:
+            for _, recorded in bracket._rungs:
+                if journal_id in recorded:
+                    recorded[trial_id] = recorded.pop(journal_id)
+
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)
         # A trial whose result says it stopped itself (patience, on a rung epoch) ends there

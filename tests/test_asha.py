@@ -37,6 +37,41 @@ def test_a_patience_stop_on_a_rung_is_the_trials_own_not_ashas_cut():
     assert asha.stopped_early == {"poor"}
 
 
+def test_a_rerun_after_resume_is_not_judged_again_at_a_rung_it_passed():
+    from ray.tune.experiment import Trial
+
+    from pipelines.journal import TrialLog, end_event, report_event, start_event
+    from pipelines.schedulers import RecordingASHA
+
+    # Before the crash: three trials passed the rungs at epochs 1, 2 and 4; "slow" (0.5 at
+    # epoch 4, third of three) was running with a checkpoint at epoch 4.
+    log = TrialLog("val_accuracy", "max", {"val_accuracy": None})
+    for index, (name, scores) in enumerate([("a", [0.7, 0.8, 0.9]), ("b", [0.7, 0.8, 0.85]),
+                                            ("slow", [0.2, 0.3, 0.5])]):
+        log.apply(start_event(name, index, {}))
+        for epoch, acc in zip((1, 2, 4), scores, strict=True):
+            log.apply(report_event(name, epoch, {"val_accuracy": acc}))
+        if name != "slow":
+            log.apply(end_event(name, "finished"))
+
+    def resumed_asha():
+        asha = RecordingASHA(time_attr="epoch", metric="val_accuracy", mode="max", max_t=8,
+                             grace_period=1, reduction_factor=2)
+        asha.seed_from_journal(log, "val_accuracy", "max")
+        rerun = Trial("__fake", trial_id="new-id", stub=True)
+        asha.on_trial_add(None, rerun)
+        return asha, rerun
+
+    asha, rerun = resumed_asha()
+    asha.carry_over("slow", "new-id")
+    # It continues at epoch 5: the unbroken run would not judge it before epoch 8.
+    assert asha.on_trial_result(None, rerun, {"epoch": 5, "val_accuracy": 0.55}) == "CONTINUE"
+    assert asha.stopped_early == set()
+    # Without the carry-over Ray's bracket judges it at rung 4 with its epoch-5 score.
+    asha, rerun = resumed_asha()
+    assert asha.on_trial_result(None, rerun, {"epoch": 5, "val_accuracy": 0.55}) == "STOP"
+
+
 def test_asha_stops_poor_trials_and_records_it(tmp_path):
     proc = run_module("pipelines.svm", "--algo", "random", "--num-samples", "12", "--seed", "0",
                       "--scheduler", "asha", "--output", str(tmp_path), "--name", "a",
