@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pyarrow.fs as pafs
 
-from pipelines.storage import Storage
+from pipelines.storage import Storage, fsync_dir
 
 JOURNAL_FILE = "journal.jsonl"
 JOURNAL_DIR = "journal"
@@ -84,6 +84,7 @@ class Journal:
         self._seq = 0
         self._attempt: int | None = None
         self._repaired = False
+        self._dir_synced = False
 
     # --- reading ---------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -142,6 +143,9 @@ class Journal:
             f.write(line.encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
+        if not self._dir_synced:
+            fsync_dir(os.path.dirname(path))  # the first append may have created the file
+            self._dir_synced = True
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

@@ -109,6 +109,7 @@ class Storage:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+            fsync_dir(folder)  # the rename itself survives a power loss, not just the bytes
         else:
             # An object-store PUT replaces the object whole; there is no partial state to see.
             with self.fs.open_output_stream(target) as f:
@@ -192,3 +193,20 @@ def _s3_filesystem(bucket: str) -> pafs.S3FileSystem:
         return pafs.S3FileSystem(region=region)
     # A bucket lives in one region; asking for it avoids redirects on every request.
     return pafs.S3FileSystem(region=pafs.resolve_s3_region(bucket))
+
+
+def fsync_dir(folder: str) -> None:
+    """Flush a local folder's entries (a new or renamed file's name) to disk. POSIX keeps a
+    rename or a creation in the folder, not the file: without this a power loss or an OS crash
+    can lose a file whose bytes were already fsynced. A no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
