@@ -164,6 +164,12 @@ def _extra_info(args: argparse.Namespace, data: dict) -> dict:
             "gpus_per_worker": args.gpus_per_worker, "precision": args.precision}
 
 
+def _config_keys() -> frozenset[str]:
+    from trainables.finetune import DEFAULTS  # no torch import (0.2 s)
+
+    return frozenset(DEFAULTS)
+
+
 TASK = Task(
     name="finetune",
     metrics=METRICS,
@@ -182,6 +188,7 @@ TASK = Task(
     # --reuse-ddp); each DDP trial still starts its own Train controller and workers.
     reuse_actors=lambda args: True,
     time_attr="epoch",
+    config_keys=_config_keys,
 )
 
 

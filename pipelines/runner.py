@@ -80,6 +80,10 @@ class Task:
         Whether a local Ray must start its dashboard (Ray Train inside Tune needs it).
     reuse_actors : callable(args) -> bool
         Keep trial actors between trials (cheap trials pay Ray's actor start only once).
+    config_keys : callable() -> frozenset of str, optional
+        The config keys the trainable reads (a callable: the trainable's module loads lazily). A space param outside them (a typo such as
+        ``gama``) would be searched, recorded and reported with no effect on training: it is
+        bad input. None accepts any key.
     """
 
     name: str
@@ -92,6 +96,7 @@ class Task:
     summary: Callable[[argparse.Namespace, Any, dict, dict], list[str]] = lambda *a: []
     needs_dashboard: Callable[[argparse.Namespace], bool] = lambda args: False
     reuse_actors: Callable[[argparse.Namespace], bool] = lambda args: False
+    config_keys: Callable[[], frozenset[str]] | None = None
     extra_info: Callable[[argparse.Namespace, Any], dict] = lambda args, data: {}
     checkpoint_config: Callable[[argparse.Namespace], Any] = lambda args: None
     demand: Callable[[argparse.Namespace], dict] | None = None
@@ -244,6 +249,11 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
                 UnitTransform(space)
     except SpaceError as exc:
         cli.fail(f"space '{args.space}' cannot be used with --algo {args.algo}: {exc}")
+    known = task.config_keys() if task.config_keys is not None else None
+    unknown = sorted(set(space.params) - known) if known is not None else []
+    if unknown:
+        cli.fail(f"space '{args.space}': {task.name} trials do not use "
+                 f"{', '.join(repr(k) for k in unknown)}; they read {', '.join(sorted(known))}")
     if args.scheduler == "asha":
         max_t = full_budget(task, args)
         if args.grace_period > max_t:

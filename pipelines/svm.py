@@ -105,6 +105,12 @@ def _summary(args, data, best, evaluation) -> list[str]:
             f"{d['n_test']} held-out test rows, {d['n_features']} features, {d['n_classes']} classes"]
 
 
+def _svc_params() -> frozenset[str]:
+    from trainables.svm import SVC_PARAMS
+
+    return SVC_PARAMS
+
+
 TASK = Task(
     name="svm",
     metrics=METRICS,
@@ -117,6 +123,7 @@ TASK = Task(
     # Trials take a fraction of a second: paying one actor start per trial would dominate.
     reuse_actors=lambda args: True,
     extra_info=lambda args, data: {"data": data.describe()},
+    config_keys=_svc_params,
 )
 
 

@@ -9,7 +9,9 @@ SPACES = {
     "log_zero": "SPACE = Space(C=LogFloat(0, 1))",
     "grid_out": "SPACE = Space(C=LogFloat(0.1, 10, grid=[1, 1000]))",
     "bad_cond": "SPACE = Space(kernel=Categorical(['rbf']), g=LogFloat(0.1, 1, when={'kern': ['rbf']}))",
-    "no_grid": "SPACE = Space(lr=LogFloat(1e-4, 1e-1))",
+    "no_grid": "SPACE = Space(C=LogFloat(1e-4, 1e-1))",
+    # A typo: searched, recorded and reported, and SVC would never see it.
+    "typo": "SPACE = Space(C=LogFloat(0.1, 10, grid=[1.0]), gama=LogFloat(1e-4, 1, grid=[1e-4, 1]))",
 }
 
 
@@ -28,7 +30,8 @@ CASES = {
     "missing target column": (["--dataset", "{csv}", "--target", "label"],
                               "--target column 'label' is not in"),
     "csv without target": (["--dataset", "{csv}"], "needs --target COLUMN"),
-    "grid without values": (["--space", "{no_grid}"], "parameter 'lr': has no grid values"),
+    "grid without values": (["--space", "{no_grid}"], "parameter 'C': has no grid values"),
+    "param the trainable ignores": (["--space", "{typo}"], "svm trials do not use 'gama'"),
     "bo flag without bo": (["--bo-init", "3"], "--bo-init applies only to --algo bayesopt"),
     "resume without name": (["--resume"], "--resume needs --name"),
     "bad cv": (["--cv", "1"], "--cv must be at least 2"),

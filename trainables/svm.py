@@ -199,14 +199,18 @@ def load_data(dataset: str | None = None, target: str | None = None, *, test_siz
     return TabularData(name, X_train, y_train, X_test, y_test, folds, names)
 
 
+# The SVC arguments a config may set; a space with any other param is refused before Ray starts.
+SVC_PARAMS = frozenset({"kernel", "C", "gamma", "degree", "coef0", "class_weight", "shrinking",
+                        "tol"})
+
+
 def make_model(config: dict[str, Any]):
     """A scaled SVC for one config; features are standardized inside each fit (no leakage)."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    params = {k: config[k] for k in ("kernel", "C", "gamma", "degree", "coef0", "class_weight",
-                                      "shrinking", "tol") if k in config}
+    params = {k: config[k] for k in SVC_PARAMS if k in config}
     return make_pipeline(StandardScaler(), SVC(**params))
 
 
