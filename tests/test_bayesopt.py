@@ -578,6 +578,30 @@ def test_a_rerun_with_nothing_left_to_report_is_registered_from_the_journal():
     assert [score for _, score in searcher.observations] == [0.9]
 
 
+def test_the_model_never_suggests_a_config_whose_trial_failed_again():
+    # The auditor's space: linear with C = -1 is one discrete config, and it always fails.
+    space = Space(kernel=Categorical(["linear", "rbf"]), C=Categorical([-1.0, 0.1, 1.0, 10.0]),
+                  gamma=LogFloat(1e-4, 1.0, when={"kernel": ["rbf"]}))
+
+    def score(c):
+        return 0.9 - 0.05 * abs(math.log10(c["C"])) - (0.02 if c["kernel"] == "rbf" else 0.0)
+
+    for seed in range(3):
+        searcher = BayesOptSearcher(space, metric="score", mode="max", seed=seed, n_init=4)
+        failed, repeats = [], 0
+        for i in range(16):
+            config = searcher.suggest(f"t{i}")
+            if config["C"] < 0:
+                repeats += searcher.placement(f"t{i}").source == "model" and config in failed
+                failed.append(config)
+                searcher.on_trial_complete(f"t{i}", None, error=True)
+            else:
+                searcher.on_trial_complete(f"t{i}", {"score": score(config)})
+        assert repeats == 0, seed
+        # Linear scores best at C = 0.1..10 and rbf's gamma is free: configs are never exhausted.
+        assert searcher.n_observations + len(failed) == 16
+
+
 def test_a_journal_gap_is_suggested_under_its_index_with_its_own_draw():
     from pipelines.journal import TrialLog, end_event, report_event, start_event
 

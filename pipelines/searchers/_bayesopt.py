@@ -151,6 +151,9 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         self._journaled: dict[str, tuple[dict[float, float], dict[str, Any]]] = {}
         self._rerun_last: dict[str, dict[str, Any]] = {}
         self._rerun_fresh: set[str] = set()
+        # Points of configs whose trials failed: never learned from (an error is not a score),
+        # and never suggested again by the model while another config is left.
+        self._failed: list[np.ndarray] = []
         # Indexes a journal skipped, to suggest first after --resume (``resume``).
         self._gaps: list[tuple[int, dict[str, Any] | None]] = []
         self._final_histories: list[dict[float, float]] = []
@@ -297,6 +300,8 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             reports = log.epoch_reports(trial["trial_id"])
             if trial.get("status") == "error" or config is None or not reports:
                 self._n_skipped += 1
+                if trial.get("status") == "error" and config is not None:
+                    self._failed.append(self._box.encode(config))
                 continue
             history: dict[float, float] = {}
             for report in reports:
@@ -367,6 +372,8 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         self._rerun_fresh.discard(trial_id)
         if pending is None:
             return
+        if error:
+            self._failed.append(np.asarray(pending[1], dtype=float))
         if not error and journaled_last is not None and \
                 _finite((result or {}).get(self._metric)) is None:
             # A re-run that had nothing left to report (its checkpoint was its last epoch):
@@ -446,6 +453,7 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             "cut": [(dict(c), list(u), dict(h)) for c, u, h in self._cut],
             "n_warm": self._n_warm,
             "n_skipped": self._n_skipped,
+            "failed": [list(u) for u in self._failed],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -469,6 +477,7 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         self._cut = [(dict(c), np.asarray(u, dtype=float), dict(h)) for c, u, h in state["cut"]]
         self._n_warm = state["n_warm"]
         self._n_skipped = state["n_skipped"]
+        self._failed = [np.asarray(u, dtype=float) for u in state.get("failed", [])]
 
     # --- the model -----------------------------------------------------------------------------
     def _model_suggestion(self) -> np.ndarray:
@@ -592,6 +601,7 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
     def _new_acquisition(self) -> _MixedSpaceSearch:
         acq = (_UCB(kappa=2.576) if self._acquisition == "ucb" else _LogEI(xi=0.0))
         acq.transform = self._box
+        acq.avoid = np.array(self._failed) if self._failed else None
         return acq
 
     def _believed(self, gp: _PriorGP, pending: list[np.ndarray]) -> np.ndarray:
@@ -845,6 +855,7 @@ class _MixedSpaceSearch:
     """
 
     transform: Any = None  # a search_spaces.transform.UnitTransform, set before suggest()
+    avoid: np.ndarray | None = None  # points of failed configs, never suggested again
     N_CANDIDATES = 1024
     N_LOCAL = 3
     N_INCUMBENT = 2
@@ -879,7 +890,9 @@ class _MixedSpaceSearch:
         # keeps some variance at a point it has seen, typically a corner of the box that the
         # local searches run into (seen on a 2-parameter SVM: one config suggested 10 times in
         # 40 trials). Only an exhausted discrete space gets a repeat.
-        fresh = ~_seen(found, space.params)
+        # The same for a config whose trial failed (a C of -1, an out-of-memory batch size).
+        known = space.params if self.avoid is None else np.vstack([space.params, self.avoid])
+        fresh = ~_seen(found, known)
         if fresh.any():
             found, found_values = found[fresh], found_values[fresh]
         return found[int(np.argmin(found_values))]
