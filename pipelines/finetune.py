@@ -99,12 +99,18 @@ def _evaluate(args: argparse.Namespace, data: dict, best: dict, config: dict) ->
         # Never a silent skip: a best trial whose weights cannot be found has no test score.
         raise EvaluationError(f"the best trial {best['trial_id']} recorded no checkpoint, so it "
                               "cannot be scored on the test split")
-    result = evaluate_checkpoint(best["checkpoint"], data["data_spec"], data["model_spec"])
     storage = args._storage
-    with tempfile.TemporaryDirectory() as tmp:
-        local = save_best_model(best["checkpoint"], data["model_spec"], os.path.join(tmp, "best_model.pt"))
-        with open(local, "rb") as f:
-            storage.write_bytes(f"{args.name}/best_model.pt", f.read())
+    try:
+        result = evaluate_checkpoint(best["checkpoint"], data["data_spec"], data["model_spec"])
+        with tempfile.TemporaryDirectory() as tmp:
+            local = save_best_model(best["checkpoint"], data["model_spec"],
+                                    os.path.join(tmp, "best_model.pt"))
+            with open(local, "rb") as f:
+                model_bytes = f.read()
+    except OSError as exc:  # FileNotFoundError among them: a checkpoint deleted or never copied
+        raise EvaluationError(f"the best trial {best['trial_id']}'s checkpoint cannot be read: "
+                              f"{' '.join(str(exc).split())}") from exc
+    storage.write_bytes(f"{args.name}/best_model.pt", model_bytes)
     result["best_model"] = storage.uri_of(args.name, "best_model.pt")
     if not args.no_baseline:
         result.update(svm_baseline(data["data_spec"], seed=args.split_seed))

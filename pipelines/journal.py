@@ -314,6 +314,44 @@ class TrialLog:
             return STATUS_STOPPED
         return status
 
+    def rebase_checkpoints(self, old_dirs: Iterable[str], new_dir: str) -> int:
+        """Point checkpoints recorded while the experiment lived in another folder (``old_dirs``:
+        it was moved, copied or renamed since) at the same files under ``new_dir``; returns
+        how many paths moved. The experiment's own folder holds its checkpoints: a resume must
+        neither fail on the old folder's absence nor read another copy's weights."""
+        olds = [d.rstrip("/") for d in old_dirs if d.rstrip("/") != new_dir.rstrip("/")]
+        moved = 0
+
+        def rebased(path: str | None) -> str | None:
+            nonlocal moved
+            for old in olds:
+                if path and path.startswith(old + "/"):
+                    moved += 1
+                    return new_dir.rstrip("/") + path[len(old):]
+            return path
+
+        for trial_id, trial in self.trials.items():
+            trial["checkpoints"] = [rebased(p) for p in trial["checkpoints"]]
+            if trial.get("checkpoint"):
+                trial["checkpoint"] = rebased(trial["checkpoint"])
+            for report in self.reports.get(trial_id, {}).values():
+                metrics = report.get("metrics") or {}
+                if isinstance(metrics.get("checkpoint_path"), str):
+                    metrics["checkpoint_path"] = rebased(metrics["checkpoint_path"])
+        return moved
+
+    def checkpoint_dirs(self) -> set[str]:
+        """The folders one-process trials' checkpoints were recorded under
+        (``<folder>/<trial>/checkpoint_NNNNNN``): where an experiment without a recorded
+        location lived."""
+        found = set()
+        for trial in self.trials.values():
+            for path in [*trial["checkpoints"], trial.get("checkpoint") or ""]:
+                parts = path.rstrip("/").rsplit("/", 2)
+                if len(parts) == 3 and re.fullmatch(r"checkpoint_\d+", parts[2]):
+                    found.add(parts[0])
+        return found
+
     def last_checkpoint(self, trial_id: str, exists=None,
                         reports: list | None = None) -> str | None:
         """The newest checkpoint the trial recorded that still exists (``exists(path)``)."""

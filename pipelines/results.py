@@ -37,7 +37,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import repeat
@@ -479,13 +479,17 @@ class ResultsWriter:
         if time.monotonic() - self._last_part >= interval:
             self.write_part()
 
-    def load_journal(self) -> int:
+    def load_journal(self, moved_from: Iterable[str] = ()) -> int:
         """Replay an earlier run's journal (for --resume); returns the number of ended trials.
 
-        Every ended trial goes into the next part (or compaction) of this writer.
+        Every ended trial goes into the next part (or compaction) of this writer. Checkpoints
+        recorded under a folder in ``moved_from`` (where the experiment lived before it was
+        moved) are read from the experiment's folder now (``TrialLog.rebase_checkpoints``).
         """
         with self._lock:
             self.log.apply_all(self.journal.read())
+            moved_from = list(moved_from) or sorted(self.log.checkpoint_dirs())
+            self.log.rebase_checkpoints(moved_from, self.storage.uri_of(self.experiment))
             ended = self.log.ended()
             self._pending = [t["trial_id"] for t in ended if t["trial_id"] not in self._written]
         return len(ended)

@@ -895,8 +895,13 @@ def run(task: Task, args: argparse.Namespace) -> int:
                            iteration_key=task.time_attr)
     remaining = prep.num_trials
     journal_log = None
+    # Every folder the experiment has lived in (a user may move or copy it between runs):
+    # checkpoints recorded under an earlier one are read from this one on --resume.
+    here = storage.uri_of(args.name)
+    earlier = [d for d in (prep.previous or {}).get("locations", []) if isinstance(d, str)]
+    info["locations"] = [*[d for d in earlier if d != here], here]
     if args.resume:
-        ended = writer.load_journal()
+        ended = writer.load_journal(moved_from=earlier)
         journal_log = writer.log
         reruns = prep.searcher.resume(journal_log, checkpoint_exists(storage))
         n_started = len(journal_log.trials)

@@ -33,6 +33,30 @@ def test_finetune_cli_writes_epochs_checkpoints_and_compares_with_svm(tmp_path):
     row = trials.set_index("trial_id").loc[best["trial_id"]]
     assert best["epoch"] == row["best_iteration"]
     assert best["val_accuracy"] == row["best_val_accuracy"] == trials["best_val_accuracy"].max()
+    _moved_then_resumed_is_tested_on_its_own_checkpoint(tmp_path, "ft", info)
+
+
+def _moved_then_resumed_is_tested_on_its_own_checkpoint(tmp_path, name, info):
+    """The user moves the experiment's folder; the driver had been killed during the final
+    evaluation (status running, no best). --resume from the new place tests the moved
+    checkpoint: the old folder is gone, and a copy left behind must not be read either."""
+    import shutil
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(str(tmp_path / name), str(moved / name))
+    stored = dict(info, status="running")
+    stored.pop("best")
+    (moved / name / "experiment.json").write_text(json.dumps(stored))
+    proc = run_module("pipelines.finetune", "--resume", "--name", name, "--output", str(moved))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = json.loads((moved / name / "experiment.json").read_text())
+    assert again["status"] == "finished"
+    assert again["best"]["test_accuracy"] == pytest.approx(info["best"]["test_accuracy"])
+    assert again["best"]["trial_id"] == info["best"]["trial_id"]
+    assert again["locations"] == [str(tmp_path / name), str(moved / name)]
+    trials = pd.read_parquet(moved / name / "trials.parquet")
+    assert trials["checkpoint"].str.startswith(str(moved / name) + "/").all()
 
 
 @pytest.mark.ray
@@ -56,6 +80,8 @@ def test_ddp_trials_record_their_checkpoint_and_are_tested(tmp_path):
     best = trials.set_index("trial_id").loc[info["best"]["trial_id"]]
     assert info["best"]["epoch"] == best["best_iteration"]
     assert (exp / "best_model.pt").is_file()
+    # A Train run's checkpoints sit one folder deeper; a moved experiment finds them too.
+    _moved_then_resumed_is_tested_on_its_own_checkpoint(tmp_path, "ddp", info)
 
 
 @pytest.mark.parametrize(
