@@ -274,7 +274,7 @@ class ProgressCallback(Callback):
         self.log_every_s = log_every_s
         self.scheduler = None  # set by the runner when ASHA runs
         self.done = self.errors = self.stopped = 0
-        self.done_before = 0  # trials a resumed run found ended (set by the runner)
+        self.done_before = 0  # trials a resumed run found ended (set by refresh_all)
         self.best: float | None = None
         self.best_config: dict | None = None
         self.started = time.monotonic()
@@ -361,9 +361,15 @@ class ProgressCallback(Callback):
         return journal_id(trial, self.placement(trial.trial_id) if self.placement else None)
 
     def refresh_all(self) -> None:
-        """Rank every trial the journal holds (a resumed run's kept and re-run trials)."""
+        """Count the trials the journal holds as ended (a resumed run's kept trials: done,
+        stopped early, errors, as the summary counts them) and rank every trial it holds."""
         if self.writer is not None:
-            for key in list(self.writer.log.trials):
+            log = self.writer.log
+            kept = log.ended()
+            self.done = self.done_before = len(kept)
+            self.stopped = sum(log.status(t["trial_id"]) == STATUS_STOPPED for t in kept)
+            self.errors = sum(t.get("status") == STATUS_ERROR for t in kept)
+            for key in list(log.trials):
                 self._refresh(key)
 
     def _refresh(self, key: str) -> None:

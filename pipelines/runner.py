@@ -931,9 +931,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
     progress = ProgressCallback(prep.num_trials, task.metrics.metric, task.metrics.mode,
                                 describe=describe_config, select=task.metrics.select,
                                 step=task.metrics.step)
-    progress.done = progress.done_before = len(writer.log.ended())
     progress.writer = writer
-    progress.refresh_all()  # a resumed run's line ranks the trials it kept, too
+    progress.refresh_all()  # a resumed run's line counts and ranks the trials it kept, too
     tune_started = time.time()
     interrupted = False
     if remaining > 0:

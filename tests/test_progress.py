@@ -210,3 +210,22 @@ def test_a_resumed_line_starts_from_the_journal(tmp_path):
     writer2.load_journal()
     resumed.refresh_all()
     assert resumed.best == 0.9 and resumed.best_config["C"] == 1.0  # a's epoch 1 counts
+
+
+def test_a_resumed_line_counts_the_early_stops_and_errors_it_kept(tmp_path):
+    _, _, _, both = _journaled(tmp_path, total=4)
+    a, b = _two_started(both)
+    c = _trial("c", config={"kernel": "linear", "C": 3.0})
+    both("on_trial_start", [a, b, c], c)
+    both("on_trial_result", [a, b, c], a, {"score": 0.9, "training_iteration": 1})
+    both("on_trial_complete", [a, b, c], a)
+    both("on_trial_result", [a, b, c], b,
+         {"score": 0.5, "training_iteration": 1, "stopped_by": "patience"})
+    both("on_trial_complete", [a, b, c], b)
+    both("on_trial_error", [a, b, c], c)
+    resumed, writer2, _, _ = _journaled(tmp_path, total=4)
+    writer2.load_journal()
+    resumed.refresh_all()
+    assert (resumed.done, resumed.done_before, resumed.stopped, resumed.errors) == (3, 3, 1, 1)
+    line = resumed._line(0)
+    assert "1 stopped early" in line and "1 errors" in line
