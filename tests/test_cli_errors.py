@@ -30,6 +30,10 @@ CASES = {
     "missing target column": (["--dataset", "{csv}", "--target", "label"],
                               "--target column 'label' is not in"),
     "csv without target": (["--dataset", "{csv}"], "needs --target COLUMN"),
+    "infinite feature": (["--dataset", "{inf_csv}", "--target", "y"],
+                         "feature column 'a' has infinite values"),
+    "target column alone": (["--dataset", "{y_csv}", "--target", "y"],
+                            "has no feature columns besides 'y'"),
     "grid without values": (["--space", "{no_grid}"], "parameter 'C': has no grid values"),
     "param the trainable ignores": (["--space", "{typo}"], "svm trials do not use 'gama'"),
     "bo flag without bo": (["--bo-init", "3"], "--bo-init applies only to --algo bayesopt"),
@@ -43,6 +47,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     csv = tmp_path / "data.csv"
     csv.write_text("a,b,y\n1,2,0\n3,4,1\n")
     paths = {"tmp": str(tmp_path), "csv": str(csv)}
+    for key, text in {"inf_csv": "a,b,y\n1,2,0\ninf,4,1\n3,3,0\n5,1,1\n",
+                      "y_csv": "y\n0\n1\n0\n1\n"}.items():
+        (tmp_path / f"{key}.csv").write_text(text)
+        paths[key] = str(tmp_path / f"{key}.csv")
     for key, body in SPACES.items():
         path = tmp_path / f"{key}.py"
         path.write_text("from search_spaces.space import *\n" + body + "\n")

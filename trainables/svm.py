@@ -145,11 +145,16 @@ def _load_xy(dataset: str | None, target: str | None) -> tuple[str, np.ndarray, 
     missing = [c for c in frame.columns if frame[c].isna().any()]
     if missing:
         raise DatasetError(f"dataset '{dataset}': feature column '{missing[0]}' has missing values")
-    # Text columns become one-hot indicators, as a user of pandas would expect.
-    frame = pd.get_dummies(frame, dtype=np.float64)
     if frame.shape[1] == 0:
         raise DatasetError(f"dataset '{dataset}' has no feature columns besides '{target}'")
-    return os.path.basename(dataset), frame.to_numpy(dtype=np.float64), y, list(frame.columns)
+    # Text columns become one-hot indicators, as a user of pandas would expect.
+    frame = pd.get_dummies(frame, dtype=np.float64)
+    X = frame.to_numpy(dtype=np.float64)
+    infinite = ~np.isfinite(X).all(axis=0)
+    if infinite.any():  # every SVC fit would fail on it, trial after trial
+        raise DatasetError(f"dataset '{dataset}': feature column '{frame.columns[infinite.argmax()]}' "
+                           "has infinite values")
+    return os.path.basename(dataset), X, y, list(frame.columns)
 
 
 def load_data(dataset: str | None = None, target: str | None = None, *, test_size: float = 0.2,
