@@ -70,6 +70,9 @@ def test_torchvision_weights_from_the_hub_cache(tmp_path, monkeypatch):
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / os.path.basename(url))
     assert resolve_weights("resnet18", "IMAGENET1K_V1") == "torchvision:IMAGENET1K_V1"
+    # README's "--model resnet18 --weights pretrained": torchvision's DEFAULT (this file).
+    assert resolve_weights("resnet18", "pretrained") == resolve_weights("resnet18", "default")
+    assert resolve_weights("resnet18", "pretrained") == "torchvision:IMAGENET1K_V1"
     model = build_model("resnet18", 3, "default", in_channels=3)
     assert torch.equal(model.backbone.conv1.weight, reference.conv1.weight)
     assert model.head.out_features == 3

@@ -120,7 +120,7 @@ def resolve_weights(model: str, weights: str | os.PathLike | None) -> str:
     model : str
         ``small_cnn`` or a torchvision classification model name.
     weights : str, path-like or None
-        None or ``"default"``: the model's default pretrained weights (small_cnn: the cached
+        None, ``"default"`` or ``"pretrained"``: the model's default pretrained weights (small_cnn: the cached
         digits pretraining; torchvision: ``DEFAULT``, i.e. ImageNet); ``"none"``/``"scratch"``:
         random init; a torchvision weights enum name (``IMAGENET1K_V1``); or a file path.
 
@@ -149,10 +149,11 @@ def resolve_weights(model: str, weights: str | os.PathLike | None) -> str:
     if model == SMALL_CNN and lowered in ("default", "pretrained", "digits"):
         return "pretrained"  # built on demand and cached: nothing to check up front
     if model != SMALL_CNN and (
-        lowered == "default" or key.isupper() or lowered.startswith("torchvision:")
+        lowered in ("default", "pretrained") or key.isupper() or lowered.startswith("torchvision:")
     ):
         enum_name = key.split(":", 1)[1] if lowered.startswith("torchvision:") else key
-        enum_name = "DEFAULT" if enum_name.lower() == "default" else enum_name
+        # "pretrained" (README's word for it, and small_cnn's): torchvision's DEFAULT weights.
+        enum_name = "DEFAULT" if enum_name.lower() in ("default", "pretrained") else enum_name
         path, resolved = _torchvision_weights_file(model, enum_name)
         if not path.is_file():
             raise DataError(
@@ -163,7 +164,7 @@ def resolve_weights(model: str, weights: str | os.PathLike | None) -> str:
     if os.sep in key or path.suffix in (".pt", ".pth", ".bin"):
         raise DataError(f"weights file '{key}' does not exist")
     raise DataError(
-        f"unknown weights '{key}' for {model}: use default, none, a torchvision weights name "
+        f"unknown weights '{key}' for {model}: use default (or pretrained), none, a torchvision weights name "
         "or a file path"
     )
 
