@@ -206,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="small_cnn (offline default) or a torchvision model such as resnet18, "
                             "mobilenet_v3_small")
     model.add_argument("--weights", default=None,
-                       help="pretrained weights: a local file, 'pretrained' (TORCH_HOME cache, "
-                            "downloaded only when online) or 'none'")
+                       help="pretrained weights: a local file, 'pretrained' (small_cnn: the "
+                            "cached digits pretraining; torchvision: its file under "
+                            "$TORCH_HOME/hub/checkpoints, never downloaded) or 'none'")
     model.add_argument("--data-root", default=None,
                        help="where torchvision datasets live (MNIST, FashionMNIST, CIFAR10; default ./data)")
     model.add_argument("--train-fraction", type=cli.fraction, default=None, metavar="F",
