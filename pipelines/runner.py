@@ -258,6 +258,8 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
         max_t = full_budget(task, args)
         if args.grace_period > max_t:
             cli.fail(f"--grace-period ({args.grace_period}) exceeds --max-t ({max_t})")
+    if args.address:
+        _probe_address(args.address)
     trackers.check(args)  # last: opening an MLflow store may write (a sqlite file)
     return Prepared(args, space, storage, None, num_trials, warm_start, flags, previous)
 
@@ -320,6 +322,23 @@ def skip_unsent_telemetry() -> None:
         return
     if hasattr(usage, "tag_callbacks"):
         usage.tag_callbacks = lambda callbacks: False
+
+
+def _probe_address(address: str, timeout_s: float = 5.0) -> None:
+    """A ``HOST:PORT`` nothing answers at is one line and exit 2: Ray's own connect retries
+    the GCS for minutes, printing a log line each time. ``auto`` and ``ray://`` addresses are
+    left to Ray (it answers those at once)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
+        cli.fail(f"cannot connect to Ray at {address}: nothing answers there ({reason}); "
+                 "start a head with 'ray start --head', or leave --address out to start one here")
 
 
 def start_ray(args: argparse.Namespace, task: Task) -> None:
