@@ -55,6 +55,23 @@ def _specs(args: argparse.Namespace):
 
 def _check(args: argparse.Namespace) -> None:
     args._specs = _specs(args)  # DataError is a ValueError: one line, exit 2
+    if args.address:
+        return  # a cluster's nodes (and its autoscaler) are its own business
+    # On the local Ray this process starts, a trial bigger than the machine would wait forever.
+    gpus = args.workers_per_trial * args.gpus_per_worker
+    if gpus > 0:
+        import torch
+
+        have = torch.cuda.device_count()
+        if gpus > have:
+            raise ValueError(f"one trial needs {gpus:g} GPUs (--workers-per-trial x "
+                             f"--gpus-per-worker) and this machine has {have}; use a cluster "
+                             "with GPUs (--address) or leave --gpus-per-worker out")
+    cpus = args.workers_per_trial * args.cpus_per_worker
+    have_cpus = args.num_cpus or os.cpu_count() or 1
+    if cpus > have_cpus:
+        raise ValueError(f"one trial needs {cpus:g} CPUs (--workers-per-trial x "
+                         f"--cpus-per-worker) and the local Ray has {have_cpus}")
 
 
 def _load(args: argparse.Namespace):

@@ -463,6 +463,27 @@ def ray_resource_names(resources: Mapping[str, Any]) -> dict[str, float]:
     return {k.upper() if k in ("cpu", "gpu") else k: float(v) for k, v in resources.items()}
 
 
+def _check_one_trial_fits(args: argparse.Namespace, demand: Mapping[str, Any]) -> None:
+    """A trial bigger than the whole Ray would wait forever, silently: on the local Ray this
+    process started (nothing will join it) that is one error line and exit 2, before anything
+    is written; on a cluster (--address), where an autoscaler may add nodes, a warning."""
+    import ray
+
+    have = ray.cluster_resources()
+    short = {k: v for k, v in ray_resource_names(demand).items() if v > have.get(k, 0.0)}
+    if not short:
+        return
+    needs = ", ".join(f"{k}={_short(v)}" for k, v in short.items())
+    has = ", ".join(f"{k}={_short(have.get(k, 0.0))}" for k in short)
+    if args.address:
+        print(f"warning: one trial needs {needs} and the cluster has {has} now: trials wait "
+              "until nodes with them join", file=sys.stderr, flush=True)
+        return
+    stop_ray()
+    cli.fail(f"one trial needs {needs} and this machine's Ray has {has}: ask for less "
+             "(--gpus-per-worker, --workers-per-trial, --cpus-per-*) or use a cluster (--address)")
+
+
 def default_concurrency(resources: Any) -> int:
     """How many trials of this size the cluster holds at once (at least 1)."""
     import ray
@@ -887,6 +908,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
             cli.fail(str(loaded["error"]))
         raise loaded["error"]
     data = loaded["data"]
+    if task.demand is not None:
+        _check_one_trial_fits(args, task.demand(args))
 
     info: dict[str, Any] = {
         "name": args.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,6 +59,11 @@ def _check(args: argparse.Namespace) -> None:
         if args.tensorboard or args.mlflow:
             raise ValueError("--configs-per-trial above 1 cannot be used with --tensorboard or "
                              "--mlflow: they log one run per Tune trial")
+
+    have_cpus = args.num_cpus or os.cpu_count() or 1
+    if not args.address and args.cpus_per_trial > have_cpus:
+        raise ValueError(f"--cpus-per-trial {args.cpus_per_trial:g} is more than the local "
+                         f"Ray's {have_cpus} CPUs: a trial would never start")
 
     # A test size or fold count the data cannot take is rejected here, before Ray starts. A
     # file is loaded and split here (its columns and values need checking too). A built-in
@@ -124,6 +130,7 @@ TASK = Task(
     reuse_actors=lambda args: True,
     extra_info=lambda args, data: {"data": data.describe()},
     config_keys=_svc_params,
+    demand=lambda args: {"cpu": args.cpus_per_trial},
 )
 
 

@@ -39,6 +39,8 @@ CASES = {
     "bo flag without bo": (["--bo-init", "3"], "--bo-init applies only to --algo bayesopt"),
     "resume without name": (["--resume"], "--resume needs --name"),
     "bad cv": (["--cv", "1"], "--cv must be at least 2"),
+    "trial bigger than the machine": (["--num-cpus", "1", "--cpus-per-trial", "2"],
+                                      "--cpus-per-trial 2 is more than the local Ray's 1 CPUs"),
     # Ray's own connect retries for minutes; port 1 on this machine answers nothing.
     "nothing at --address": (["--address", "127.0.0.1:1"],
                              "cannot connect to Ray at 127.0.0.1:1: nothing answers there"),

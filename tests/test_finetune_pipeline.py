@@ -95,6 +95,10 @@ def test_ddp_trials_record_their_checkpoint_and_are_tested(tmp_path):
         (["--precision", "fp8"], "--precision"),
         (["--val-fraction", "0.9"], "use a val fraction below 0.75"),
         (["--scheduler", "asha", "--grace-period", "9", "--epochs", "3"], "--grace-period (9) exceeds"),
+        # More than the machine holds: the trial would wait forever on the local Ray.
+        (["--gpus-per-worker", "64"], "one trial needs 64 GPUs"),
+        (["--num-cpus", "2", "--workers-per-trial", "2", "--cpus-per-worker", "2"],
+         "one trial needs 4 CPUs (--workers-per-trial x --cpus-per-worker) and the local Ray has 2"),
     ],
 )
 def test_finetune_bad_input_is_one_line_exit_2(tmp_path, args, expected):
