@@ -259,10 +259,8 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
     return parser
 
 
-def finish_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
-    """Cross-flag checks and defaults that argparse cannot express."""
-    if args.resume and not args.name:
-        fail("--resume needs --name of the experiment to continue")
+def check_cross_flags(args: argparse.Namespace) -> None:
+    """Flags that only one algorithm or scheduler uses (one line, exit 2 otherwise)."""
     if args.algo != "bayesopt":
         if args.bo_init is not None:
             fail("--bo-init applies only to --algo bayesopt")
@@ -270,6 +268,16 @@ def finish_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
             fail("--warm-start applies only to --algo bayesopt")
     if args.scheduler == "fifo" and args.max_t is not None:
         fail("--max-t applies only to --scheduler asha")
+
+
+def finish_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
+    """Cross-flag checks and defaults that argparse cannot express."""
+    if args.resume and not args.name:
+        fail("--resume needs --name of the experiment to continue")
+    if not args.resume:
+        # On --resume the algorithm and scheduler come from experiment.json: the runner checks
+        # these once it has adopted them (``check_cross_flags``), not against today's defaults.
+        check_cross_flags(args)
     if args.warm_start is not None and "://" not in args.warm_start and not os.path.isfile(args.warm_start):
         fail(f"--warm-start file '{args.warm_start}' does not exist")
     if args.address is None:

@@ -500,6 +500,12 @@ def write_report(locations: Sequence[str | os.PathLike], output: str | None = No
         The report cannot be written there.
     """
     locations = [os.fspath(loc) for loc in locations]
+    # The same folder twice (a shell glob, a path and its symlink) is one experiment, once.
+    unique: dict[str, str] = {}
+    for loc in locations:
+        key = loc.rstrip("/") if "://" in loc else os.path.realpath(loc)
+        unique.setdefault(key, loc)
+    locations = list(unique.values())
     experiments = analysis.load_experiments(locations)
     output = os.fspath(output) if output else default_output(locations[0])
     if output.endswith("/") or ("://" not in output and os.path.isdir(output)):

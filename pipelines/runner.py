@@ -158,10 +158,11 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
     stored = info.get("flags") or {}
     given = getattr(args, "_given", set())
     for key in sorted(given - cli.RESUMABLE_FLAGS):
-        if key in stored and stored[key] != getattr(args, key):
+        if key in stored and stored[key] != getattr(args, key) and \
+                not _same_space(key, getattr(args, key), info):
+            was = "default" if stored[key] is None else f"{_flag(key)} {stored[key]}"
             cli.fail(f"--resume: {_flag(key)} {getattr(args, key)} contradicts the experiment's "
-                     f"{_flag(key)} {stored[key]}; leave it out to continue the experiment as it "
-                     "was started")
+                     f"{was}; leave it out to continue the experiment as it was started")
     for key, value in stored.items():
         if not hasattr(args, key) or key.startswith("_") or key in _THIS_RUN_ONLY:
             continue
@@ -169,6 +170,18 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
         # given again: ASHA's cuts depend on how many trials run at once.
         if key not in cli.RESUMABLE_FLAGS or key not in given:
             setattr(args, key, value)
+    cli.check_cross_flags(args)  # with the experiment's algorithm and scheduler
+
+
+def _same_space(key: str, given: Any, info: Mapping[str, Any]) -> bool:
+    """``--space`` named another way (a module's file path, say) that defines the space the
+    experiment was run with is no contradiction."""
+    if key != "space" or "space" not in info:
+        return False
+    try:
+        return load_space(given).to_dict() == info["space"]
+    except Exception:  # noqa: BLE001 - not loadable: the contradiction stands
+        return False
 
 
 # Ray's prestart_worker_first_driver setting (read by the raylet from its environment).
@@ -945,9 +958,12 @@ def run(task: Task, args: argparse.Namespace) -> int:
     if args.resume:
         ended = writer.load_journal(moved_from=earlier)
         journal_log = writer.log
-        reruns = prep.searcher.resume(journal_log, checkpoint_exists(storage))
+        prep.searcher.resume(journal_log, checkpoint_exists(storage))
+        # The trials the journal holds as started and not ended: each searcher's resume()
+        # counts its own way (the listed ones include the trials never started).
+        reruns = len(journal_log.unfinished())
         n_started = len(journal_log.trials)
-        remaining = max(0, prep.num_trials - n_started) + len(journal_log.unfinished())
+        remaining = max(0, prep.num_trials - n_started) + reruns
         log(f"resuming: {ended} ended trials kept, {reruns} to continue, "
             f"{remaining - reruns} not started yet")
         previous = prep.previous or {}

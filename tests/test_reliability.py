@@ -184,9 +184,13 @@ def test_finetune_sigkill_mid_trial_keeps_every_epoch_and_the_same_best(tmp_path
     running = {e["trial_id"] for e in _events(journal) if e["event"] == "start"} - \
         {e["trial_id"] for e in _events(journal) if e["event"] == "end"}
 
+    ended = {e["trial_id"] for e in _events(journal) if e["event"] == "end"}
+
     resumed = run_module("pipelines.finetune", "--resume", "--name", "exp", cwd=str(tmp_path))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "Traceback" not in resumed.stderr + resumed.stdout
+    assert (f"resuming: {len(ended)} ended trials kept, {len(running)} to continue, "
+            f"{3 - len(ended) - len(running)} not started yet") in resumed.stderr
     trials, epochs, info = _check_complete(folder, 3)
     # The running trial continued from its checkpoint (its first reports kept, not re-run) ...
     restarted = [e for e in _events(journal) if e["event"] == "start" and e["trial_id"] in running]
@@ -278,3 +282,13 @@ def test_resume_refuses_flags_that_contradict_the_experiment(tmp_path):
     assert same.returncode == 0, same.stdout + same.stderr
     assert "resuming: 2 ended trials kept, 0 to continue, 0 not started yet" in same.stderr
     assert len(pd.read_parquet(tmp_path / "results" / "exp" / "trials.parquet")) == 2
+    # The same space named by its full path is the same space.
+    same = run_module("pipelines.svm", "--resume", "--name", "exp", "--space",
+                      str(tmp_path / "space.py"), cwd=str(tmp_path))
+    assert same.returncode == 0, same.stdout + same.stderr
+    # Flags judged against the experiment's settings, not today's defaults: a value where the
+    # experiment ran on the default says so.
+    for flag, message in ((["--max-t", "4"], "--max-t 4 contradicts the experiment's default"),
+                          (["--bo-init", "3"], "--bo-init 3 contradicts the experiment's default")):
+        bad = run_module("pipelines.svm", "--resume", "--name", "exp", *flag, cwd=str(tmp_path))
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr

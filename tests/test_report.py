@@ -159,6 +159,15 @@ def test_several_experiments_overlay_on_one_page(svm_asha_run, tmp_path):
     assert not (folder.parent / "compare").exists() and "both.html" not in os.listdir(folder)
 
 
+def test_the_same_experiment_twice_is_reported_once(svm_asha_run, tmp_path):
+    folder, _ = svm_asha_run
+    out = tmp_path / "twice.html"
+    proc = run_module("pipelines.report", str(folder), str(folder) + "/", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(name.startswith("01-") for name in os.listdir(tmp_path / "twice_files"))
+
+
 def test_the_browser_check_sees_a_missing_figure(tmp_path):
     """The probe can fail: a figure that is gone decodes to zero pixels."""
     exp = _synthetic(tmp_path, 10)
