@@ -187,7 +187,7 @@ def load_data(dataset: str | None = None, target: str | None = None, *, test_siz
         raise DatasetError(f"dataset '{name}' has fewer than two classes in its target")
     if counts.min() < cv + 1:
         raise DatasetError(
-            f"dataset '{name}': class {classes[counts.argmin()]!r} has {counts.min()} rows, "
+            f"dataset '{name}': class {_plain(classes[counts.argmin()])!r} has {counts.min()} rows, "
             f"too few for a test split and {cv}-fold CV"
         )
     try:
@@ -272,3 +272,8 @@ def refit_and_test(config: dict[str, Any], data: TabularData) -> dict[str, float
         "test_accuracy": float(model.score(data.X_test, data.y_test)),
         "refit_seconds": time.perf_counter() - start,
     }
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (messages show 4.3, not np.float64(4.3))."""
+    return value.item() if isinstance(value, np.generic) else value
