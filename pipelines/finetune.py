@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from pipelines import cli
 from pipelines.results import MetricColumns
-from pipelines.runner import EvaluationError, Task, run
+from pipelines.runner import EvaluationError, Task, joins_cluster, run
 from search_spaces.loader import load_space
 
 METRICS = MetricColumns(
@@ -55,8 +55,10 @@ def _specs(args: argparse.Namespace):
 
 def _check(args: argparse.Namespace) -> None:
     args._specs = _specs(args)  # DataError is a ValueError: one line, exit 2
-    if args.address:
-        return  # a cluster's nodes (and its autoscaler) are its own business
+    if joins_cluster(args) or args.resume:
+        # A cluster's nodes (and its autoscaler) are its own business; a resume may have only
+        # the best trial to score (the runner checks once it knows trials will run).
+        return
     # On the local Ray this process starts, a trial bigger than the machine would wait forever.
     gpus = args.workers_per_trial * args.gpus_per_worker
     if gpus > 0:

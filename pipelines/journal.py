@@ -320,6 +320,8 @@ class TrialLog:
         how many paths moved. The experiment's own folder holds its checkpoints: a resume must
         neither fail on the old folder's absence nor read another copy's weights."""
         olds = [d.rstrip("/") for d in old_dirs if d.rstrip("/") != new_dir.rstrip("/")]
+        # Google Cloud Storage: the experiment's URI may say gcs:// where checkpoints say gs://.
+        olds += [("gs://" + d[len("gcs://"):]) for d in olds if d.startswith("gcs://")]
         moved = 0
 
         def rebased(path: str | None) -> str | None:

@@ -397,6 +397,7 @@ class ResultsWriter:
         self._lock = threading.Lock()
         self._pending: list[str] = []  # ended trials no part holds yet, in the order they ended
         self._written: set[str] = set()  # ended trials in self._tables
+        self.lived_in: list[str] = []  # folders the experiment lived in (``load_journal``)
         # (trials, epochs) tables of every part written, or of the last compaction and the
         # parts since: compaction concatenates them, it never reads the parts back.
         self._tables: list[tuple[pa.Table, pa.Table]] = []
@@ -481,15 +482,18 @@ class ResultsWriter:
 
     def load_journal(self, moved_from: Iterable[str] = ()) -> int:
         """Replay an earlier run's journal (for --resume); returns the number of ended trials.
+        ``lived_in`` is then the folders the experiment has lived in (``moved_from`` and those
+        its one-process checkpoints name: an experiment from before ``locations`` was kept).
 
         Every ended trial goes into the next part (or compaction) of this writer. Checkpoints
-        recorded under a folder in ``moved_from`` (where the experiment lived before it was
-        moved) are read from the experiment's folder now (``TrialLog.rebase_checkpoints``).
+        recorded under one of those folders are read from the experiment's folder now
+        (``TrialLog.rebase_checkpoints``).
         """
         with self._lock:
             self.log.apply_all(self.journal.read())
-            moved_from = list(moved_from) or sorted(self.log.checkpoint_dirs())
-            self.log.rebase_checkpoints(moved_from, self.storage.uri_of(self.experiment))
+            lived_in = list(dict.fromkeys([*moved_from, *sorted(self.log.checkpoint_dirs())]))
+            self.log.rebase_checkpoints(lived_in, self.storage.uri_of(self.experiment))
+            self.lived_in = lived_in
             ended = self.log.ended()
             self._pending = [t["trial_id"] for t in ended if t["trial_id"] not in self._written]
         return len(ended)

@@ -245,8 +245,11 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
         try:
             from pipelines.searchers._bayesopt_box import warm_start_from_parquet
 
+            # A resumed experiment without its rows kept was started by an older version:
+            # read the file as that version did, so the searcher is the one it ran with.
             warm_start = warm_start_from_parquet(args.warm_start, space, task.metrics.metric,
-                                                 select=task.metrics.select)
+                                                 select=task.metrics.select,
+                                                 legacy=previous is not None)
         except (SpaceError, ValueError, OSError) as exc:
             cli.fail(f"--warm-start: {exc}")
     # Check the space serves the algorithm with pure code; the Searcher itself (Ray Tune's
@@ -262,7 +265,8 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
                 UnitTransform(space)
     except SpaceError as exc:
         cli.fail(f"space '{args.space}' cannot be used with --algo {args.algo}: {exc}")
-    known = task.config_keys() if task.config_keys is not None else None
+    # On --resume the space is the experiment's, fixed when it started: not judged again.
+    known = task.config_keys() if task.config_keys is not None and previous is None else None
     unknown = sorted(set(space.params) - known) if known is not None else []
     if unknown:
         cli.fail(f"space '{args.space}': {task.name} trials do not use "
@@ -271,7 +275,7 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
         max_t = full_budget(task, args)
         if args.grace_period > max_t:
             cli.fail(f"--grace-period ({args.grace_period}) exceeds --max-t ({max_t})")
-    if args.address:
+    if joins_cluster(args):
         _probe_address(args.address)
     trackers.check(args)  # last: opening an MLflow store may write (a sqlite file)
     return Prepared(args, space, storage, None, num_trials, warm_start, flags, previous)
@@ -337,6 +341,12 @@ def skip_unsent_telemetry() -> None:
         usage.tag_callbacks = lambda callbacks: False
 
 
+def joins_cluster(args: argparse.Namespace) -> bool:
+    """Whether this run joins a Ray someone started (``--address``/``RAY_ADDRESS``), not a new
+    local one (no address, or ``local``)."""
+    return bool(args.address) and args.address != "local"
+
+
 def _probe_address(address: str, timeout_s: float = 5.0) -> None:
     """A ``HOST:PORT`` nothing answers at is one line and exit 2: Ray's own connect retries
     the GCS for minutes, printing a log line each time. ``auto`` and ``ray://`` addresses are
@@ -344,7 +354,8 @@ def _probe_address(address: str, timeout_s: float = 5.0) -> None:
     import socket
 
     host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
+    if "://" in address or not host or not port.isdigit() or \
+            (":" in host and not host.startswith("[")):  # a bare IPv6 address, no port
         return
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
@@ -488,7 +499,7 @@ def _check_one_trial_fits(args: argparse.Namespace, demand: Mapping[str, Any]) -
         return
     needs = ", ".join(f"{k}={_short(v)}" for k, v in short.items())
     has = ", ".join(f"{k}={_short(have.get(k, 0.0))}" for k in short)
-    if args.address:
+    if joins_cluster(args):
         print(f"warning: one trial needs {needs} and the cluster has {has} now: trials wait "
               "until nodes with them join", file=sys.stderr, flush=True)
         return
@@ -921,8 +932,6 @@ def run(task: Task, args: argparse.Namespace) -> int:
             cli.fail(str(loaded["error"]))
         raise loaded["error"]
     data = loaded["data"]
-    if task.demand is not None:
-        _check_one_trial_fits(args, task.demand(args))
 
     info: dict[str, Any] = {
         "name": args.name,
@@ -957,6 +966,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
     info["locations"] = [*[d for d in earlier if d != here], here]
     if args.resume:
         ended = writer.load_journal(moved_from=earlier)
+        # An experiment from before 'locations' lived where its checkpoints say.
+        info["locations"] = [*[d for d in writer.lived_in if d != here], here]
         journal_log = writer.log
         prep.searcher.resume(journal_log, checkpoint_exists(storage))
         # The trials the journal holds as started and not ended: each searcher's resume()
@@ -982,6 +993,10 @@ def run(task: Task, args: argparse.Namespace) -> int:
                                  if first_packages.get(k) != v},
         }]
         info["packages"] = first_packages
+    if remaining > 0 and task.demand is not None:
+        # Only where trials will run: a resume that only scores the best trial may run on a
+        # smaller machine than the one that trained.
+        _check_one_trial_fits(args, task.demand(args))
     write_experiment_json(storage, args.name, info)
 
     from pipelines.callbacks import ProgressCallback

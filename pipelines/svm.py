@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from pipelines import cli
 from pipelines.results import MetricColumns
-from pipelines.runner import Task, run
+from pipelines.runner import Task, joins_cluster, run
 
 # Fidelity rungs an ASHA run climbs by default (1/27, 1/9, 1/3, 1 with reduction factor 3).
 DEFAULT_RUNGS = 4
@@ -61,7 +61,7 @@ def _check(args: argparse.Namespace) -> None:
                              "--mlflow: they log one run per Tune trial")
 
     have_cpus = args.num_cpus or os.cpu_count() or 1
-    if not args.address and args.cpus_per_trial > have_cpus:
+    if not joins_cluster(args) and not args.resume and args.cpus_per_trial > have_cpus:
         raise ValueError(f"--cpus-per-trial {args.cpus_per_trial:g} is more than the local "
                          f"Ray's {have_cpus} CPUs: a trial would never start")
 

@@ -359,6 +359,9 @@ def test_warm_start_reads_what_the_live_searcher_would_have_learned(tmp_path):
     assert last == [{"config": {"lr": 1e-3}, "score": 0.5}, {"config": {"lr": 4e-3}, "score": 0.8}]
     best = warm_start_from_parquet(path, space, "val_accuracy", select="best")
     assert [r["score"] for r in best] == [0.55, 0.85]
+    # An older version's experiment resumes with the rows that version read.
+    old = warm_start_from_parquet(path, space, "val_accuracy", select="best", legacy=True)
+    assert [r["score"] for r in old] == [0.5, 0.6]
 
 
 def test_warm_start_rows_with_bad_shape_are_skipped():

@@ -37,16 +37,23 @@ def test_finetune_cli_writes_epochs_checkpoints_and_compares_with_svm(tmp_path):
 
 
 def _moved_then_resumed_is_tested_on_its_own_checkpoint(tmp_path, name, info):
-    """The user moves the experiment's folder; the driver had been killed during the final
-    evaluation (status running, no best). --resume from the new place tests the moved
-    checkpoint: the old folder is gone, and a copy left behind must not be read either."""
+    """The user moves the experiment's folder, here to a machine smaller than the one that
+    trained; the driver had been killed during the final evaluation (status running, no best).
+    --resume from the new place tests the copied checkpoint, never the one left behind."""
     import shutil
 
     moved = tmp_path / "moved"
     moved.mkdir()
-    shutil.move(str(tmp_path / name), str(moved / name))
+    shutil.copytree(tmp_path / name, moved / name)
+    # The copy left behind is not the experiment's any more: its weights must not be read.
+    spoiled = list((tmp_path / name).rglob("state.pt"))
+    assert spoiled
+    for path in spoiled:
+        path.write_bytes(b"not a checkpoint")
     stored = dict(info, status="running")
     stored.pop("best")
+    # As if it had trained on a bigger machine than this one: scoring the best trial needs none.
+    stored["flags"] = dict(stored["flags"], gpus_per_worker=64)
     (moved / name / "experiment.json").write_text(json.dumps(stored))
     proc = run_module("pipelines.finetune", "--resume", "--name", name, "--output", str(moved))
     assert proc.returncode == 0, proc.stdout + proc.stderr

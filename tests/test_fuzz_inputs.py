@@ -557,20 +557,22 @@ def _benign(pipeline: str):
     values = {
         "seed": st.integers(0, 99).map(str), "num_samples": _INT_1_9,
         "max_concurrent": _INT_1_9, "split_seed": st.integers(0, 9).map(str),
-        "num_cpus": _INT_1_9, "max_failures": st.integers(0, 3).map(str),
+        # Sizes a trial always fits in (a trial bigger than the machine is refused, on purpose).
+        "num_cpus": st.integers(2, 9).map(str), "max_failures": st.integers(0, 3).map(str),
         "reduction_factor": st.sampled_from(["2", "3", "4.5"]),
         "algo": st.sampled_from(["grid", "random", "bayesopt"]),
         "scheduler": st.sampled_from(["fifo", "asha"]),
-        "address": st.sampled_from(["127.0.0.1:6379", "ray://head:10001", "auto"]),
+        # No HOST:PORT: prepare() probes one, and nothing listens here.
+        "address": st.sampled_from(["ray://head:10001", "auto"]),
         "verbose": None,
         # svm
-        "cv": st.integers(2, 5).map(str), "cpus_per_trial": st.sampled_from(["0.5", "1", "2"]),
+        "cv": st.integers(2, 5).map(str), "cpus_per_trial": st.sampled_from(["0.5", "1"]),
         "test_size": st.sampled_from(["0.1", "0.25", "0.5"]),
         # finetune
         "epochs": st.integers(1, 6).map(str), "no_baseline": None,
-        "workers_per_trial": st.integers(1, 4).map(str), "keep_checkpoints": st.integers(1, 3).map(str),
-        "gpus_per_worker": st.sampled_from(["0", "0.5", "1"]),
-        "cpus_per_worker": st.sampled_from(["0.5", "1", "2"]),
+        "workers_per_trial": st.integers(1, 2).map(str), "keep_checkpoints": st.integers(1, 3).map(str),
+        "gpus_per_worker": st.just("0"),
+        "cpus_per_worker": st.sampled_from(["0.5", "1"]),
     }
     actions = _actions(pipeline)
     flags = []

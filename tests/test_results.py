@@ -515,3 +515,33 @@ def test_a_real_runs_files_equal_a_rebuild_from_its_journal(svm_asha_run, tmp_pa
     assert main(["rebuild", str(copy)]) == 0
     for name in ("trials.parquet", "epochs.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(copy / name), pd.read_parquet(folder / name))
+
+
+def test_a_moved_experiment_reads_its_checkpoints_from_its_own_folder(tmp_path):
+    import shutil
+
+    first = tmp_path / "first"
+    writer = _writer(first)
+    old = str(first / "exp")
+    writer.start_trial("a", 0, {"kernel": "linear", "C": 1.0})
+    writer.add_result("a", {"score": 0.9, "fidelity": 1.0, "training_iteration": 1,
+                            "checkpoint_path": f"{old}/a/train_run/checkpoint_2026-12-07"})
+    writer.add_checkpoint("a", f"{old}/a/checkpoint_000000")
+    writer.end_trial("a", "finished", checkpoint=f"{old}/a/checkpoint_000000")
+    writer.start_trial("b", 1, {"kernel": "linear", "C": 2.0})
+    writer.add_checkpoint("b", f"{old}/b/checkpoint_000000")
+    shutil.copytree(first / "exp", tmp_path / "second" / "exp")
+    # An experiment from before 'locations' was kept, already resumed once in its new folder
+    # (that resume recorded only the new folder): its checkpoints still name the first one.
+    new = str(tmp_path / "second" / "exp")
+    moved = _writer(tmp_path / "second")
+    moved.load_journal(moved_from=[new])
+    assert moved.lived_in == [new, old]
+    assert moved.log.trials["a"]["checkpoint"] == f"{new}/a/checkpoint_000000"
+    assert moved.log.last_checkpoint("b") == f"{new}/b/checkpoint_000000"
+    assert moved.log.epoch_reports("a")[0]["metrics"]["checkpoint_path"] == \
+        f"{new}/a/train_run/checkpoint_2026-12-07"
+    # Where it did not move, nothing changes.
+    stayed = _writer(first)
+    stayed.load_journal()
+    assert stayed.lived_in == [old] and stayed.log.last_checkpoint("b") == f"{old}/b/checkpoint_000000"

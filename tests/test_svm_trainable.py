@@ -161,8 +161,12 @@ def test_the_default_check_vouches_without_importing_scikit_learn(tmp_path):
         same = load_data("digits", test_size=0.2, cv=3, seed=args.split_seed)
         assert (data.y_train == same.y_train).all() and len(data.folds) == 3
         # Joining a running Ray leaves nothing to hide the import behind: loaded in the check.
+        # (A listening socket stands where the Ray head would be: prepare() probes the address.)
+        import socket
+        head = socket.create_server(("127.0.0.1", 0))
+        address = "127.0.0.1:%d" % head.getsockname()[1]
         joining = cli.finish_args(svm.build_parser().parse_args(
-            ["--output", {str(tmp_path)!r}, "--name", "f", "--address", "127.0.0.1:1"]), "svm")
+            ["--output", {str(tmp_path)!r}, "--name", "f", "--address", address]), "svm")
         runner.prepare(svm.TASK, joining)
         assert joining._data is not None
         print("ok")

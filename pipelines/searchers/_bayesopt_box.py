@@ -21,7 +21,7 @@ def default_n_init(n_dims: int) -> int:
     return min(max(5, 2 * n_dims), MAX_DEFAULT_N_INIT)
 
 def warm_start_from_parquet(path: str, space: Space, metric: str,
-                            select: str = "last") -> list[dict[str, Any]]:
+                            select: str = "last", legacy: bool = False) -> list[dict[str, Any]]:
     """Read an earlier experiment's ``trials.parquet`` into warm-start rows.
 
     The rows are the scores the live searcher would have learned from those trials: no failed
@@ -39,6 +39,10 @@ def warm_start_from_parquet(path: str, space: Space, metric: str,
         The score column.
     select : {"last", "best"}
         With "best", the score is ``best_<metric>`` where the file has that column.
+    legacy : bool
+        The rows as versions before 2026-12-07 read them (every ``stopped_early`` row left out,
+        errors kept, the last report's score): resuming an experiment they started, whose
+        experiment.json does not keep its rows, rebuilds the searcher it ran with.
 
     Returns
     -------
@@ -70,8 +74,10 @@ def warm_start_from_parquet(path: str, space: Space, metric: str,
     if metric not in frame.columns:
         raise SpaceError(f"warm start file '{path}' has no metric column '{metric}'")
     score_column = f"best_{metric}" if select == "best" and f"best_{metric}" in frame.columns \
-        else metric
-    if "status" in frame.columns:
+        and not legacy else metric
+    if legacy and "status" in frame.columns:
+        frame = frame[frame["status"] != "stopped_early"]
+    elif "status" in frame.columns:
         status = frame["status"].astype("string").fillna("").to_numpy(dtype=object)
         by = frame["stopped_by"].astype("string").fillna("").to_numpy(dtype=object) \
             if "stopped_by" in frame.columns else np.full(len(frame), "", dtype=object)
