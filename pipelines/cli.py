@@ -261,12 +261,13 @@ def base_parser(prog: str, description: str, *, default_space: str) -> OneLinePa
 
 def check_cross_flags(args: argparse.Namespace) -> None:
     """Flags that only one algorithm or scheduler uses (one line, exit 2 otherwise)."""
-    if args.algo != "bayesopt":
-        if args.bo_init is not None:
+    flag = lambda name: getattr(args, name, None)  # noqa: E731 - a partial namespace has fewer
+    if flag("algo") != "bayesopt":
+        if flag("bo_init") is not None:
             fail("--bo-init applies only to --algo bayesopt")
-        if args.warm_start is not None:
+        if flag("warm_start") is not None:
             fail("--warm-start applies only to --algo bayesopt")
-    if args.scheduler == "fifo" and args.max_t is not None:
+    if flag("scheduler") == "fifo" and flag("max_t") is not None:
         fail("--max-t applies only to --scheduler asha")
 
 
