@@ -214,6 +214,7 @@ TASK = Task(
     reuse_actors=lambda args: True,
     time_attr="epoch",
     config_keys=_config_keys,
+    unset_means={"dataset": "digits-transfer"},
 )
 
 

@@ -80,6 +80,9 @@ class Task:
         Whether a local Ray must start its dashboard (Ray Train inside Tune needs it).
     reuse_actors : callable(args) -> bool
         Keep trial actors between trials (cheap trials pay Ray's actor start only once).
+    unset_means : mapping, optional
+        What a flag left unset (None) stands for (``dataset``: the built-in default), so a
+        resume that names it explicitly does not contradict the experiment.
     config_keys : callable() -> frozenset of str, optional
         The config keys the trainable reads (a callable: the trainable's module loads lazily). A space param outside them (a typo such as
         ``gama``) would be searched, recorded and reported with no effect on training: it is
@@ -97,6 +100,7 @@ class Task:
     needs_dashboard: Callable[[argparse.Namespace], bool] = lambda args: False
     reuse_actors: Callable[[argparse.Namespace], bool] = lambda args: False
     config_keys: Callable[[], frozenset[str]] | None = None
+    unset_means: Mapping[str, Any] = field(default_factory=dict)
     extra_info: Callable[[argparse.Namespace, Any], dict] = lambda args, data: {}
     checkpoint_config: Callable[[argparse.Namespace], Any] = lambda args: None
     demand: Callable[[argparse.Namespace], dict] | None = None
@@ -158,8 +162,11 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
     stored = info.get("flags") or {}
     given = getattr(args, "_given", set())
     for key in sorted(given - cli.RESUMABLE_FLAGS):
-        if key in stored and stored[key] != getattr(args, key) and \
-                not _same_space(key, getattr(args, key), info):
+        value = getattr(args, key)
+        same_default = stored.get(key) is None and \
+            getattr(task, "unset_means", {}).get(key) == value
+        if key in stored and stored[key] != value and not same_default and \
+                not _same_space(key, value, info):
             was = "default" if stored[key] is None else f"{_flag(key)} {stored[key]}"
             cli.fail(f"--resume: {_flag(key)} {getattr(args, key)} contradicts the experiment's "
                      f"{was}; leave it out to continue the experiment as it was started")

@@ -131,6 +131,7 @@ TASK = Task(
     extra_info=lambda args, data: {"data": data.describe()},
     config_keys=_svc_params,
     demand=lambda args: {"cpu": args.cpus_per_trial},
+    unset_means={"dataset": "digits"},
 )
 
 

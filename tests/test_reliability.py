@@ -278,7 +278,7 @@ def test_resume_refuses_flags_that_contradict_the_experiment(tmp_path):
     # The same values as the experiment's are not a contradiction; a finished experiment
     # resumes to its summary without running a trial again.
     same = run_module("pipelines.svm", "--resume", "--name", "exp", "--algo", "random",
-                      "--seed", "4", cwd=str(tmp_path))
+                      "--seed", "4", "--dataset", "digits", cwd=str(tmp_path))
     assert same.returncode == 0, same.stdout + same.stderr
     assert "resuming: 2 ended trials kept, 0 to continue, 0 not started yet" in same.stderr
     assert len(pd.read_parquet(tmp_path / "results" / "exp" / "trials.parquet")) == 2
