@@ -398,6 +398,7 @@ class ResultsWriter:
         self._pending: list[str] = []  # ended trials no part holds yet, in the order they ended
         self._written: set[str] = set()  # ended trials in self._tables
         self.lived_in: list[str] = []  # folders the experiment lived in (``load_journal``)
+        self._part_warned = False
         # (trials, epochs) tables of every part written, or of the last compaction and the
         # parts since: compaction concatenates them, it never reads the parts back.
         self._tables: list[tuple[pa.Table, pa.Table]] = []
@@ -478,7 +479,18 @@ class ResultsWriter:
         # every event.
         interval = max(self.flush_every_s, 10 * self._part_seconds)
         if time.monotonic() - self._last_part >= interval:
-            self.write_part()
+            try:
+                self.write_part()
+            except OSError as exc:
+                # A part is a copy of what the journal already holds, and its rows stay in
+                # this writer for the final files: a store that refuses it (full, down for a
+                # moment) must not turn a finished trial into a failed one (Tune would count
+                # it as an error, and retry it with --max-failures).
+                if not self._part_warned:
+                    print(f"warning: could not write a results part ({' '.join(str(exc).split())});"
+                          " the journal holds every trial, and the files are written at the end",
+                          file=sys.stderr, flush=True)
+                    self._part_warned = True
 
     def load_journal(self, moved_from: Iterable[str] = ()) -> int:
         """Replay an earlier run's journal (for --resume); returns the number of ended trials.

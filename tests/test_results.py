@@ -545,3 +545,18 @@ def test_a_moved_experiment_reads_its_checkpoints_from_its_own_folder(tmp_path):
     stayed = _writer(first)
     stayed.load_journal()
     assert stayed.lived_in == [old] and stayed.log.last_checkpoint("b") == f"{old}/b/checkpoint_000000"
+
+
+def test_a_part_the_store_refuses_does_not_fail_the_trial_and_lands_at_the_end(tmp_path, capsys):
+    writer = _writer(tmp_path)
+    # A real refusal: a file stands where the parts folder must go.
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "parts").write_text("in the way")
+    writer.start_trial("a", 0, {"kernel": "linear", "C": 1.0})
+    writer.add_result("a", {"score": 0.9, "fidelity": 1.0, "training_iteration": 1})
+    writer.end_trial("a", "finished")  # the first end writes a part at once: refused
+    assert "warning: could not write a results part" in capsys.readouterr().err
+    (tmp_path / "exp" / "parts").unlink()
+    writer.flush()
+    trials = pd.read_parquet(tmp_path / "exp" / "trials.parquet")
+    assert trials["trial_id"].tolist() == ["a"] and trials["status"].tolist() == ["finished"]
