@@ -54,6 +54,7 @@ class ResultsCallback(Callback):
         # journal id the reports it has made since it started.
         self._opened: dict[str, set[int]] = {}
         self._member_reports: dict[str, int] = {}
+        self._checkpoint_warned = False
 
     def _members(self, trial: Any):
         members = getattr(self.searcher, "members", None)
@@ -155,7 +156,16 @@ class ResultsCallback(Callback):
             requeue([(placement, config) for _, placement, config in left[1:]])
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        self.writer.add_checkpoint(self._journal_id(trial), _checkpoint_uri(checkpoint))
+        try:
+            self.writer.add_checkpoint(self._journal_id(trial), _checkpoint_uri(checkpoint))
+        except OSError as exc:
+            # Tune swallows an error here and then skips recording the checkpoint on the
+            # trial, so the trial's end (and the final evaluation) would name an older one. The
+            # journal only loses a checkpoint line: a resume restarts from the one before.
+            if not self._checkpoint_warned:
+                print(f"warning: could not journal a checkpoint of trial {trial.trial_id} "
+                      f"({' '.join(str(exc).split())})", file=sys.stderr, flush=True)
+                self._checkpoint_warned = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self._members(trial) is not None:

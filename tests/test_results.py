@@ -560,3 +560,24 @@ def test_a_part_the_store_refuses_does_not_fail_the_trial_and_lands_at_the_end(t
     writer.flush()
     trials = pd.read_parquet(tmp_path / "exp" / "trials.parquet")
     assert trials["trial_id"].tolist() == ["a"] and trials["status"].tolist() == ["finished"]
+
+
+def test_a_checkpoint_the_journal_cannot_take_is_a_warning_not_a_lost_checkpoint(tmp_path, capsys):
+    import types
+
+    from ray.tune import Checkpoint
+
+    from pipelines.callbacks import ResultsCallback
+
+    writer = _writer(tmp_path)
+    callback = ResultsCallback(writer)
+    trial = types.SimpleNamespace(trial_id="a", config={"kernel": "linear", "C": 1.0})
+    callback.on_trial_start(0, [trial], trial)
+    # A real refusal: the journal's file is replaced by a folder.
+    journal = tmp_path / "exp" / "journal.jsonl"
+    journal.rename(tmp_path / "journal.bak")
+    journal.mkdir()
+    (tmp_path / "ckpt").mkdir()
+    # Tune skips recording the checkpoint on the trial when this raises: it must not.
+    callback.on_checkpoint(0, [trial], trial, Checkpoint.from_directory(str(tmp_path / "ckpt")))
+    assert "warning: could not journal a checkpoint of trial a" in capsys.readouterr().err
