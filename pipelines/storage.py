@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import tempfile
 import uuid
 from urllib.parse import urlsplit
 
@@ -83,6 +84,15 @@ class Storage:
                 probe = os.path.dirname(probe)
             if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
                 raise StorageError(f"output '{self.uri}' is not a writable directory")
+            # os.access answers yes to root everywhere (/proc, a read-only mount): a real
+            # file, created and removed, is the answer the run will get.
+            try:
+                fd, name = tempfile.mkstemp(prefix=".write-probe-", dir=probe)
+                os.close(fd)
+                os.unlink(name)
+            except OSError as exc:
+                raise StorageError(f"output '{self.uri}' is not a writable directory: "
+                                   f"{_one_line(exc)}") from None
             return
         probe = self.path(f".write-probe-{uuid.uuid4().hex}")
         try:

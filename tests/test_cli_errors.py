@@ -112,3 +112,11 @@ def test_exit_process_keeps_what_a_normal_exit_does(tmp_path):
     assert proc.returncode == 3
     assert proc.stdout == "x" * 100000 + "\n"
     assert marker.read_text() == "thread;hook;"
+
+
+def test_an_output_nothing_can_be_written_to_is_one_line_even_for_root():
+    # os.access says yes to root everywhere; /proc takes no new file from anyone.
+    proc = run_module("pipelines.svm", "--output", "/proc/tune-pipeline-test", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is not a writable directory" in lines[0], proc.stderr
