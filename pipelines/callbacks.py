@@ -26,6 +26,7 @@ from pipelines.results import (
     ResultsWriter,
     rank_key,
 )
+from pipelines.storage import one_line
 
 
 def journal_id(trial: Any, placement: Any) -> str:
@@ -164,7 +165,7 @@ class ResultsCallback(Callback):
             # journal only loses a checkpoint line: a resume restarts from the one before.
             if not self._checkpoint_warned:
                 print(f"warning: could not journal a checkpoint of trial {trial.trial_id} "
-                      f"({' '.join(str(exc).split())})", file=sys.stderr, flush=True)
+                      f"({one_line(exc)})", file=sys.stderr, flush=True)
                 self._checkpoint_warned = True
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from pipelines import cli
 from pipelines.results import MetricColumns
 from pipelines.runner import EvaluationError, Task, joins_cluster, run
+from pipelines.storage import one_line
 from search_spaces.loader import load_space
 
 METRICS = MetricColumns(
@@ -128,7 +129,7 @@ def _evaluate(args: argparse.Namespace, data: dict, best: dict, config: dict) ->
                 model_bytes = f.read()
     except OSError as exc:  # FileNotFoundError among them: a checkpoint deleted or never copied
         raise EvaluationError(f"the best trial {best['trial_id']}'s checkpoint cannot be read: "
-                              f"{' '.join(str(exc).split())}") from exc
+                              f"{one_line(exc)}") from exc
     storage.write_bytes(f"{args.name}/best_model.pt", model_bytes)
     result["best_model"] = storage.uri_of(args.name, "best_model.pt")
     if not args.no_baseline:

@@ -35,7 +35,7 @@ import pandas as pd
 
 from pipelines import analysis, cli
 from pipelines.analysis import AnalysisError, Experiment
-from pipelines.storage import Storage, StorageError
+from pipelines.storage import Storage, StorageError, one_line
 
 REPORT_FILE = "report.html"
 EXIT_BAD_INPUT = 2
@@ -521,7 +521,7 @@ def write_report(locations: Sequence[str | os.PathLike], output: str | None = No
         os.makedirs(parent, exist_ok=True)
         work = tempfile.mkdtemp(prefix=".report-", dir=parent)
     except OSError as exc:
-        raise ReportError(f"cannot write the report in '{parent}': {_one_line(exc)}") from None
+        raise ReportError(f"cannot write the report in '{parent}': {one_line(exc)}") from None
     try:
         render(experiments, work, page, top=top)
         _move_into_place(work, parent, page)
@@ -552,7 +552,7 @@ def _move_into_place(work: str, parent: str, page: str) -> None:
             os.rename(figures, os.path.join(work, files_dir))
         if moved_old:
             os.rename(previous, figures)
-        raise ReportError(f"cannot write the report in '{parent}': {_one_line(exc)}") from None
+        raise ReportError(f"cannot write the report in '{parent}': {one_line(exc)}") from None
 
 
 def _publish_remote(experiments: Sequence[Experiment], output: str, page: str, top: int) -> str:
@@ -573,12 +573,8 @@ def _publish_remote(experiments: Sequence[Experiment], output: str, page: str, t
                 storage.write_bytes(page, f.read())
         except OSError as exc:
             raise ReportError(f"cannot upload the report to '{folder_uri}': "
-                              f"{_one_line(exc)}") from None
+                              f"{one_line(exc)}") from None
     return output
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

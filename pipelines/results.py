@@ -64,7 +64,7 @@ from pipelines.journal import (
     report_event,
     start_event,
 )
-from pipelines.storage import Storage
+from pipelines.storage import Storage, one_line
 from search_spaces.space import Categorical, Fixed, Float, Int, Space
 
 SCHEMA_VERSION = 1
@@ -487,7 +487,7 @@ class ResultsWriter:
                 # moment) must not turn a finished trial into a failed one (Tune would count
                 # it as an error, and retry it with --max-failures).
                 if not self._part_warned:
-                    print(f"warning: could not write a results part ({' '.join(str(exc).split())});"
+                    print(f"warning: could not write a results part ({one_line(exc)});"
                           " the journal holds every trial, and the files are written at the end",
                           file=sys.stderr, flush=True)
                     self._part_warned = True

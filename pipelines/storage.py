@@ -92,7 +92,7 @@ class Storage:
                 os.unlink(name)
             except OSError as exc:
                 raise StorageError(f"output '{self.uri}' is not a writable directory: "
-                                   f"{_one_line(exc)}") from None
+                                   f"{one_line(exc)}") from None
             return
         probe = self.path(f".write-probe-{uuid.uuid4().hex}")
         try:
@@ -100,7 +100,7 @@ class Storage:
                 f.write(b"")
             self.fs.delete_file(probe)
         except Exception as exc:
-            raise StorageError(f"storage '{self.uri}' is not writable: {_one_line(exc)}") from None
+            raise StorageError(f"storage '{self.uri}' is not writable: {one_line(exc)}") from None
 
     def exists(self, *parts: str) -> bool:
         info = self.fs.get_file_info(self.path(*parts))
@@ -161,7 +161,8 @@ class Storage:
         return self.root, self.fs
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none)."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
 
@@ -179,11 +180,11 @@ def _filesystem_from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
         try:
             return _s3_filesystem(bucket), posixpath.join(bucket, parts.path.strip("/"))
         except Exception as exc:
-            raise StorageError(f"storage '{uri}' cannot be opened: {_one_line(exc)}") from None
+            raise StorageError(f"storage '{uri}' cannot be opened: {one_line(exc)}") from None
     try:
         return pafs.FileSystem.from_uri(uri)
     except Exception as exc:
-        raise StorageError(f"storage '{uri}' cannot be opened: {_one_line(exc)}") from None
+        raise StorageError(f"storage '{uri}' cannot be opened: {one_line(exc)}") from None
 
 
 def _s3_filesystem(bucket: str) -> pafs.S3FileSystem:
