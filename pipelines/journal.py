@@ -314,22 +314,20 @@ class TrialLog:
             return STATUS_STOPPED
         return status
 
-    def rebase_checkpoints(self, old_dirs: Iterable[str], new_dir: str) -> int:
+    def rebase_checkpoints(self, old_dirs: Iterable[str], new_dir: str) -> None:
         """Point checkpoints recorded while the experiment lived in another folder (``old_dirs``:
-        it was moved, copied or renamed since) at the same files under ``new_dir``; returns
-        how many paths moved. The experiment's own folder holds its checkpoints: a resume must
-        neither fail on the old folder's absence nor read another copy's weights."""
+        it was moved, copied or renamed since) at the same files under ``new_dir``. The
+        experiment's own folder holds its checkpoints: a resume must neither fail on the old
+        folder's absence nor read another copy's weights."""
         olds = [d.rstrip("/") for d in old_dirs if d.rstrip("/") != new_dir.rstrip("/")]
         # Google Cloud Storage: the experiment's URI may say gcs:// where checkpoints say gs://.
         olds += [("gs://" + d[len("gcs://"):]) for d in olds if d.startswith("gcs://")]
-        moved = 0
+        new_dir = new_dir.rstrip("/")
 
         def rebased(path: str | None) -> str | None:
-            nonlocal moved
             for old in olds:
                 if path and path.startswith(old + "/"):
-                    moved += 1
-                    return new_dir.rstrip("/") + path[len(old):]
+                    return new_dir + path[len(old):]
             return path
 
         for trial_id, trial in self.trials.items():
@@ -340,7 +338,6 @@ class TrialLog:
                 metrics = report.get("metrics") or {}
                 if isinstance(metrics.get("checkpoint_path"), str):
                     metrics["checkpoint_path"] = rebased(metrics["checkpoint_path"])
-        return moved
 
     def checkpoint_dirs(self) -> set[str]:
         """The folders one-process trials' checkpoints were recorded under

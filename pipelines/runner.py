@@ -84,9 +84,9 @@ class Task:
         What a flag left unset (None) stands for (``dataset``: the built-in default), so a
         resume that names it explicitly does not contradict the experiment.
     config_keys : callable() -> frozenset of str, optional
-        The config keys the trainable reads (a callable: the trainable's module loads lazily). A space param outside them (a typo such as
-        ``gama``) would be searched, recorded and reported with no effect on training: it is
-        bad input. None accepts any key.
+        The config keys the trainable reads (a callable: the trainable's module loads lazily).
+        A space param outside them (a typo such as ``gama``) would be searched, recorded and
+        reported with no effect on training: it is bad input. None accepts any key.
     """
 
     name: str
@@ -168,7 +168,7 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
         if key in stored and stored[key] != value and not same_default and \
                 not _same_space(key, value, info):
             was = "default" if stored[key] is None else f"{_flag(key)} {stored[key]}"
-            cli.fail(f"--resume: {_flag(key)} {getattr(args, key)} contradicts the experiment's "
+            cli.fail(f"--resume: {_flag(key)} {value} contradicts the experiment's "
                      f"{was}; leave it out to continue the experiment as it was started")
     for key, value in stored.items():
         if not hasattr(args, key) or key.startswith("_") or key in _THIS_RUN_ONLY:
@@ -966,15 +966,12 @@ def run(task: Task, args: argparse.Namespace) -> int:
                            iteration_key=task.time_attr)
     remaining = prep.num_trials
     journal_log = None
-    # Every folder the experiment has lived in (a user may move or copy it between runs):
-    # checkpoints recorded under an earlier one are read from this one on --resume.
-    here = storage.uri_of(args.name)
-    earlier = [d for d in (prep.previous or {}).get("locations", []) if isinstance(d, str)]
-    info["locations"] = [*[d for d in earlier if d != here], here]
     if args.resume:
+        # Checkpoints recorded under a folder the experiment lived in before (a user may move
+        # or copy it between runs; one from before 'locations' lived where they say) are read
+        # from this one.
+        earlier = [d for d in (prep.previous or {}).get("locations", []) if isinstance(d, str)]
         ended = writer.load_journal(moved_from=earlier)
-        # An experiment from before 'locations' lived where its checkpoints say.
-        info["locations"] = [*[d for d in writer.lived_in if d != here], here]
         journal_log = writer.log
         prep.searcher.resume(journal_log, checkpoint_exists(storage))
         # The trials the journal holds as started and not ended: each searcher's resume()
@@ -1000,6 +997,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
                                  if first_packages.get(k) != v},
         }]
         info["packages"] = first_packages
+    here = storage.uri_of(args.name)  # every folder the experiment has lived in, this one last
+    info["locations"] = [*[d for d in writer.lived_in if d != here], here]
     if remaining > 0 and task.demand is not None:
         # Only where trials will run: a resume that only scores the best trial may run on a
         # smaller machine than the one that trained.

@@ -303,11 +303,7 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
                 if trial.get("status") == "error" and config is not None:
                     self._failed.append(self._box.encode(config))
                 continue
-            history: dict[float, float] = {}
-            for report in reports:
-                self._record_level(history, {self._fidelity_key: report["iteration"],
-                                             **report["metrics"]})
-            last = {self._fidelity_key: reports[-1]["iteration"], **reports[-1]["metrics"]}
+            history, last = self._replayed(reports)
             if log.stopped_by(trial["trial_id"]) == "scheduler":  # cut below the full budget
                 last["stopped_by"] = "scheduler"
                 last.pop("early_stopped", None)
@@ -318,13 +314,16 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         for trial in log.unfinished():
             reports = log.epoch_reports(trial["trial_id"])
             if reports:
-                history = {}
-                for report in reports:
-                    self._record_level(history, {self._fidelity_key: report["iteration"],
-                                                 **report["metrics"]})
-                self._journaled[trial["trial_id"]] = (
-                    history, {self._fidelity_key: reports[-1]["iteration"], **reports[-1]["metrics"]})
+                self._journaled[trial["trial_id"]] = self._replayed(reports)
         return len(self._queue_reruns(log, checkpoint_exists))
+
+    def _replayed(self, reports: list[dict[str, Any]]) -> tuple[dict[float, float], dict[str, Any]]:
+        """A journaled trial's per-level history, and its last report as a result."""
+        history: dict[float, float] = {}
+        for report in reports:
+            self._record_level(history, {self._fidelity_key: report["iteration"],
+                                         **report["metrics"]})
+        return history, {self._fidelity_key: reports[-1]["iteration"], **reports[-1]["metrics"]}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Record an intermediate score at its fidelity level (epoch, rung)."""
