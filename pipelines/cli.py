@@ -269,6 +269,11 @@ def check_cross_flags(args: argparse.Namespace) -> None:
             fail("--warm-start applies only to --algo bayesopt")
     if flag("scheduler") == "fifo" and flag("max_t") is not None:
         fail("--max-t applies only to --scheduler asha")
+    if flag("algo") == "grid" and "num_samples" in (flag("_given") or ()):
+        # Ray Tune would repeat the grid num_samples times; this grid runs each combination
+        # once, so a number here is a question the run would answer wrongly: refuse it.
+        fail("--num-samples applies only to --algo random and bayesopt; "
+             "--algo grid runs every combination of the space once")
 
 
 def finish_args(args: argparse.Namespace, task: str) -> argparse.Namespace:

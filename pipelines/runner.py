@@ -165,6 +165,8 @@ def adopt_experiment_settings(task: Task, args: argparse.Namespace, info: Mappin
         value = getattr(args, key)
         same_default = stored.get(key) is None and \
             getattr(task, "unset_means", {}).get(key) == value
+        if key == "num_samples" and stored.get("algo") == "grid":
+            continue  # no contradiction to a grid: check_cross_flags below refuses the flag
         if key in stored and stored[key] != value and not same_default and \
                 not _same_space(key, value, info):
             was = "default" if stored[key] is None else f"{_flag(key)} {stored[key]}"

@@ -37,6 +37,9 @@ CASES = {
     "grid without values": (["--space", "{no_grid}"], "parameter 'C': has no grid values"),
     "param the trainable ignores": (["--space", "{typo}"], "svm trials do not use 'gama'"),
     "bo flag without bo": (["--bo-init", "3"], "--bo-init applies only to --algo bayesopt"),
+    # Ray Tune would repeat the grid N times; this grid runs each combination once.
+    "num-samples with the grid": (["--num-samples", "5"],
+                                  "--num-samples applies only to --algo random and bayesopt"),
     "resume without name": (["--resume"], "--resume needs --name"),
     "bad cv": (["--cv", "1"], "--cv must be at least 2"),
     "trial bigger than the machine": (["--num-cpus", "1", "--cpus-per-trial", "2"],

@@ -111,7 +111,21 @@ def unbroken_svm(tmp_path_factory):
     proc = run_module("pipelines.svm", *_svm_args("space.py"), "--name", "base", cwd=str(work))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials, epochs, info = _check_complete(work / "results" / "base", 6)
-    return trials, epochs, info
+    return trials, epochs, info, work
+
+
+def test_grid_resume_refuses_num_samples_as_a_fresh_grid_does(unbroken_svm):
+    # A grid runs each combination once (Ray Tune would repeat it --num-samples times): the
+    # flag is refused on a fresh grid, and on --resume of one the same way, not judged as a
+    # contradiction of a number the grid never used.
+    work = unbroken_svm[3]
+    for argv in (["--resume", "--name", "base"], ["--name", "other", "--space", "space.py"]):
+        bad = run_module("pipelines.svm", *argv, "--num-samples", "3", cwd=str(work))
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 2 and len(lines) == 1, bad.stderr
+        assert lines[0] == ("error: --num-samples applies only to --algo random and bayesopt; "
+                            "--algo grid runs every combination of the space once")
+    assert not (work / "results" / "other").exists()
 
 
 def _comparable(trials: pd.DataFrame) -> list[tuple]:
@@ -143,7 +157,7 @@ def test_svm_driver_sigkill_then_resume_with_the_name_alone(point, unbroken_svm,
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "Traceback" not in resumed.stderr + resumed.stdout
     trials, epochs, info = _check_complete(folder, 6)
-    base_trials, base_epochs, base_info = unbroken_svm
+    base_trials, base_epochs, base_info, _ = unbroken_svm
     # The same search as the unbroken run: the same trials, scores, ASHA cuts and best.
     assert _comparable(trials) == _comparable(base_trials)
     assert len(epochs) == len(base_epochs)
