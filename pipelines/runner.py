@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -1122,7 +1123,9 @@ def run(task: Task, args: argparse.Namespace) -> int:
           f"experiment.json)", file=out)
     if report:
         print(f"report       {report}", file=out)
-    for line in trackers.summary_lines(args, storage.uri_of(args.name)):
+    events = remaining > 0 or not storage.is_local or any(
+        glob.glob(os.path.join(storage.path(args.name), "*", "events.out.tfevents.*")))
+    for line in trackers.summary_lines(args, storage.uri_of(args.name), events=events):
         print(line, file=out)
     if counts["errors"]:
         first_error = next((r.get("error") for r in rows if r.get("error")), "")

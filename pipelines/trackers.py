@@ -147,10 +147,15 @@ def callbacks(args: argparse.Namespace, task_name: str, results_uri: str) -> lis
     return found
 
 
-def summary_lines(args: argparse.Namespace, results_uri: str) -> list[str]:
-    """The lines the run prints at the end about its trackers."""
+def summary_lines(args: argparse.Namespace, results_uri: str, *, events: bool = True) -> list[str]:
+    """The lines the run prints at the end about its trackers. ``events`` False: no trial ran
+    with ``--tensorboard`` (a finished experiment resumed with it), so there are no event files
+    to point at, and the line says so instead."""
     lines = []
-    if getattr(args, "tensorboard", False):
+    if getattr(args, "tensorboard", False) and not events:
+        lines.append("tensorboard  no event files: no trial ran in this run, and none ran "
+                     "with --tensorboard before")
+    elif getattr(args, "tensorboard", False):
         lines.append(f"tensorboard  {results_uri}/<trial>/events.out.tfevents.*; view with: "
                      f"tensorboard --logdir {results_uri}")
     if getattr(args, "mlflow", None):

@@ -186,3 +186,23 @@ def test_no_tracker_asked_for_adds_nothing():
     trackers.check(args)
     assert trackers.callbacks(args, "svm", "/r/x") == []
     assert trackers.summary_lines(args, "/r/x") == []
+
+
+@pytest.mark.ray
+def test_resume_with_tensorboard_points_at_event_files_only_where_some_exist(tracked_run, tmp_path):
+    # A finished experiment resumed with --tensorboard runs no trial: where it ran with
+    # --tensorboard the event files are there to point at; where it ran without, there are none.
+    exp, _, _ = tracked_run
+    again = run_module("pipelines.svm", "--resume", "--output", str(exp.parent), "--name", NAME,
+                       "--tensorboard", "--no-report")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"tensorboard --logdir {exp}" in again.stdout
+    space = tiny_svm_space(tmp_path / "space.py")
+    plain = run_module("pipelines.svm", "--space", space, "--output", str(tmp_path / "out"),
+                       "--name", "plain", "--num-cpus", "2", "--no-report")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    later = run_module("pipelines.svm", "--resume", "--output", str(tmp_path / "out"),
+                       "--name", "plain", "--tensorboard", "--no-report")
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert "--logdir" not in later.stdout
+    assert "tensorboard  no event files" in later.stdout
