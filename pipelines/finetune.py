@@ -56,6 +56,11 @@ def _specs(args: argparse.Namespace):
 
 def _check(args: argparse.Namespace) -> None:
     args._specs = _specs(args)  # DataError is a ValueError: one line, exit 2
+    if args.scheduler == "asha" and args.max_t and args.max_t > args.epochs:
+        # Trials end at --epochs: none would reach ASHA's full budget, so none would count as
+        # finished, and the searcher would never learn a final score.
+        raise ValueError(f"--max-t ({args.max_t}) exceeds --epochs ({args.epochs}): "
+                         "trials end at --epochs; leave --max-t out or raise --epochs")
     if joins_cluster(args) or args.resume:
         # A cluster's nodes (and its autoscaler) are its own business; a resume may have only
         # the best trial to score (the runner checks once it knows trials will run).
