@@ -32,10 +32,15 @@ class RecordingASHA(ASHAScheduler):
                 if value is None:
                     continue
                 for bracket in self._brackets:
-                    for milestone, recorded in bracket._rungs:
-                        if report["iteration"] == milestone and trial_id not in recorded:
-                            recorded[trial_id] = sign * value
-                            seeded += 1
+                    # Ray's own rule (``_Bracket.on_result``): a report records the trial at
+                    # the highest milestone it has reached and not yet been recorded at. A
+                    # milestone need not be a whole report (--reduction-factor 2.5: 2.5, 6.25).
+                    for milestone, recorded in bracket._rungs:  # highest first
+                        if report["iteration"] < milestone or trial_id in recorded:
+                            continue
+                        recorded[trial_id] = sign * value
+                        seeded += 1
+                        break
         return seeded
 
     def carry_over(self, journal_id: str, trial_id: str) -> None:

@@ -72,6 +72,38 @@ def test_a_rerun_after_resume_is_not_judged_again_at_a_rung_it_passed():
     assert asha.on_trial_result(None, rerun, {"epoch": 5, "val_accuracy": 0.55}) == "STOP"
 
 
+def test_resume_puts_back_the_rungs_a_live_run_records_for_any_reduction_factor():
+    from ray.tune.experiment import Trial
+
+    from pipelines.journal import TrialLog, end_event, report_event, start_event
+    from pipelines.schedulers import RecordingASHA
+
+    def asha(rf):
+        return RecordingASHA(time_attr="epoch", metric="val_accuracy", mode="max", max_t=10,
+                             grace_period=1, reduction_factor=rf)
+
+    for rf in (2.0, 2.5, 3.0):
+        live, log = asha(rf), TrialLog("val_accuracy", "max", {"val_accuracy": None})
+        for index in range(5):
+            name = f"t{index}"
+            trial = Trial("__fake", trial_id=name, stub=True)
+            live.on_trial_add(None, trial)
+            log.apply(start_event(name, index, {}))
+            for epoch in range(1, 11):
+                acc = 0.5 + 0.03 * index + 0.001 * epoch
+                log.apply(report_event(name, epoch, {"val_accuracy": acc}))
+                if live.on_trial_result(None, trial, {"epoch": epoch, "val_accuracy": acc}) != "CONTINUE":
+                    break
+            log.apply(end_event(name, "finished"))
+        resumed = asha(rf)
+        resumed.seed_from_journal(log, "val_accuracy", "max")
+        # Milestones that are not whole epochs (2.5, 6.25) included: the same trials, the same
+        # scores, at every rung.
+        assert [(m, dict(r)) for m, r in resumed._brackets[0]._rungs] == \
+            [(m, dict(r)) for m, r in live._brackets[0]._rungs], rf
+        assert sum(len(r) for _, r in live._brackets[0]._rungs) > 5
+
+
 def test_asha_stops_poor_trials_and_records_it(tmp_path):
     proc = run_module("pipelines.svm", "--algo", "random", "--num-samples", "12", "--seed", "0",
                       "--scheduler", "asha", "--output", str(tmp_path), "--name", "a",
