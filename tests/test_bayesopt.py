@@ -278,6 +278,9 @@ def test_save_restore_continues_with_the_same_model(tmp_path):
     restored.restore(str(path))
     assert restored.metric == "score" and restored.mode == "max"
     assert restored.suggest("next") == original.suggest("next")
+    # It numbers on: the running trial keeps its place, the next one comes after it.
+    assert restored.placement("running") == original.placement("running")
+    assert restored.placement("next").index == original.placement("next").index == 10
     restored.on_trial_complete("running", {"score": 0.0})
     original.on_trial_complete("running", {"score": 0.0})
     assert restored.suggest("next2") == original.suggest("next2")

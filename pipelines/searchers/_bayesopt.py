@@ -453,6 +453,12 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             "n_warm": self._n_warm,
             "n_skipped": self._n_skipped,
             "failed": [list(u) for u in self._failed],
+            # Where the next suggestion goes in the search's order, and live trials' places
+            # and per-level scores: a restored searcher numbers on, never from 0 again.
+            "next_index": self._next_index,
+            "gaps": [(i, None if c is None else dict(c)) for i, c in self._gaps],
+            "placements": {k: (p.index, p.source) for k, p in self._placements.items()},
+            "histories": {k: dict(h) for k, h in self._histories.items()},
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -477,6 +483,11 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         self._n_warm = state["n_warm"]
         self._n_skipped = state["n_skipped"]
         self._failed = [np.asarray(u, dtype=float) for u in state.get("failed", [])]
+        self._next_index = state.get("next_index", len(self._observations) + len(self._pending))
+        self._gaps = [(i, None if c is None else dict(c)) for i, c in state.get("gaps", [])]
+        for trial_id, (index, source) in state.get("placements", {}).items():
+            self._place(trial_id, index, source)
+        self._histories = {k: dict(h) for k, h in state.get("histories", {}).items()}
 
     # --- the model -----------------------------------------------------------------------------
     def _model_suggestion(self) -> np.ndarray:

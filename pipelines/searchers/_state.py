@@ -9,8 +9,9 @@ from typing import Any
 class PickledState:
     """Mixin for Searchers that define ``get_state()`` and ``set_state(state)``.
 
-    Tune calls ``save``/``restore`` with the experiment's checkpoint, so ``--resume`` continues
-    with the searcher as it was.
+    Tune calls ``save`` with its experiment checkpoint, and ``restore`` on ``Tuner.restore``:
+    a searcher restored that way continues as it was, numbering included. The pipeline's own
+    ``--resume`` does not go through it: it rebuilds the searcher from the journal (``resume``).
     """
 
     def get_state(self) -> dict[str, Any]:
