@@ -510,9 +510,26 @@ def encode_params(exp: Experiment, trials: pd.DataFrame | None = None) -> pd.Dat
             step = 1.0 / (len(choices) - 1) if len(choices) > 1 else 0.0
             position = {_key(c): (i * step if len(choices) > 1 else 0.5)
                         for i, c in enumerate(choices)}
-            columns[name] = pd.Series([position.get(_key(v), math.nan) if _present(v) else math.nan
-                                       for v in values], index=trials.index, dtype=float)
+            # A null is the choice None where the param was active (``Space.from_record``).
+            chose_none = _chose_none(exp, trials, name) if None in choices else None
+            columns[name] = pd.Series(
+                [position.get(_key(v), math.nan) if _present(v) else
+                 position[None] if chose_none is not None and chose_none[i] else math.nan
+                 for i, v in enumerate(values)], index=trials.index, dtype=float)
     return pd.DataFrame(columns, index=trials.index)
+
+
+def _chose_none(exp: Experiment, trials: pd.DataFrame, name: str) -> list[bool]:
+    """Per row, whether ``name``'s null is its choice None (active), not an inactive param."""
+    from search_spaces.space import Space
+
+    space = Space.from_dict(exp.info["space"])
+    columns = [n for n in space.params if f"param_{n}" in trials.columns]
+    out = []
+    for record in trials[[f"param_{n}" for n in columns]].to_dict("records"):
+        present = space.present_values({n: record[f"param_{n}"] for n in columns})
+        out.append(name in present and present[name] is None)
+    return out
 
 
 def _present(value: Any) -> bool:

@@ -138,9 +138,10 @@ def _short(value: Any) -> str:
 
 
 def config_from_row(row: Mapping[str, Any], space: Space) -> dict[str, Any]:
-    """The config of a trials.parquet row (``param_`` columns, nulls dropped)."""
-    raw = {name: row.get(f"param_{name}") for name in space.params}
-    return space.finalize({k: v for k, v in raw.items() if v is not None})
+    """The config of a trials.parquet row (``param_`` columns; a null is an inactive parameter
+    or a categorical's choice None, ``Space.from_record``)."""
+    return space.from_record({name: row.get(f"param_{name}") for name in space.params
+                              if f"param_{name}" in row})
 
 
 def full_budget(task: Task, args: argparse.Namespace) -> int:

@@ -61,6 +61,16 @@ class SpaceError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA: a null cell read back from Parquet."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:  # pd.NA refuses bool()
+        return True
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
@@ -458,6 +468,24 @@ class Space:
                     value = float(param.snap(value))
                 out[name] = value
         return out
+
+    def from_record(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The config of a stored row (``trials.parquet``'s ``param_`` values by name), where a
+        missing value (None, NaN) is an inactive parameter, or the choice None of an active
+        categorical that has it (``Categorical([None, "balanced"])``): Parquet stores both as
+        null, and only the space's conditions tell them apart."""
+        return self.finalize(self.present_values(values))
+
+    def present_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``from_record`` before ``finalize``: the non-missing values of the space's params,
+        and None for each missing one that is an active categorical's choice None."""
+        present = {k: v for k, v in values.items() if k in self.params and not _missing(v)}
+        for name in self.order:  # parents first: a child's condition may be on a None choice
+            param = self.params[name]
+            if name in values and name not in present and isinstance(param, Categorical) and \
+                    None in param.choices and self.is_active(name, present):
+                present[name] = None
+        return present
 
     def check_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Validate a full config against the space; return it finalized."""

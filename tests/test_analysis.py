@@ -345,3 +345,37 @@ def test_real_importance_covers_every_searched_parameter(real):
     assert (encoded.loc[linear, "kernel"] == 0.0).all() and encoded.loc[linear, "gamma"].isna().all()
     c = exp.trials["param_C"]
     assert np.allclose(encoded["C"], (np.log10(c) + 2) / 5)  # LogFloat(1e-2, 1e3)
+
+
+def test_a_none_choice_survives_parquet_in_the_best_config_warm_start_and_encoding(tmp_path):
+    # Categorical([None, "balanced"]) (SVC's class_weight): Parquet stores None as null, as it
+    # stores an inactive param. Read back, None is still a value of the config.
+    from pipelines.results import ResultsWriter
+    from pipelines.runner import config_from_row
+    from pipelines.searchers._bayesopt import BayesOptSearcher
+    from pipelines.searchers._bayesopt_box import warm_start_from_parquet
+    from pipelines.storage import Storage
+    from pipelines.svm import METRICS
+    from search_spaces.space import Categorical, LogFloat, Space
+
+    space = Space(name="s", C=LogFloat(1e-2, 1e3),
+                  class_weight=Categorical([None, "balanced"])).validate()
+    writer = ResultsWriter(Storage(str(tmp_path)), "e", space, METRICS, {}, {"experiment": "e"})
+    for i, (weight, score) in enumerate([(None, 0.9), ("balanced", 0.8), (None, 0.7)]):
+        writer.start_trial(f"t{i}", i, {"C": 1.0 + i, "class_weight": weight})
+        writer.add_result(f"t{i}", {"training_iteration": 1, "cv_accuracy": score,
+                                    "fidelity": 1.0})
+        writer.end_trial(f"t{i}", "finished")
+    writer.flush()
+    best = config_from_row(writer.best(), space)
+    assert best == {"C": 1.0, "class_weight": None} == space.check_config(best)
+    rows = warm_start_from_parquet(str(tmp_path / "e" / "trials.parquet"), space, "cv_accuracy")
+    assert [r["config"]["class_weight"] for r in rows] == [None, "balanced", None]
+    searcher = BayesOptSearcher(space, metric="cv_accuracy", mode="max", seed=0,
+                                warm_start=rows)
+    assert searcher.n_warm_started == 3
+    (tmp_path / "e" / "experiment.json").write_text(json.dumps(
+        {"name": "e", "schema_version": 1, "metrics": METRICS.to_dict(),
+         "space": space.to_dict()}))
+    encoded = analysis.encode_params(analysis.load_experiment(tmp_path / "e"))
+    assert encoded["class_weight"].tolist() == [0.0, 1.0, 0.0]  # None's position, not "off"

@@ -227,3 +227,22 @@ def test_int_grids_and_bounds_computed_in_floats_are_integers():
         Space(n=Int(1, 4, grid=[2.5])).validate()
     with pytest.raises(SpaceError, match="parameter 'n': low and high must be integers"):
         Space(n=Int(1.001, 4)).validate()
+
+
+def test_a_stored_null_is_a_none_choice_where_active_and_inactive_elsewhere():
+    space = Space(kernel=Categorical(["linear", "rbf"]),
+                  gamma=LogFloat(1e-3, 1, when={"kernel": ["rbf"]}),
+                  class_weight=Categorical([None, "balanced"], when={"kernel": ["rbf"]}),
+                  shrinking=Categorical([True, False])).validate()
+    # Parquet gives back None or NaN for both; the space's conditions tell them apart.
+    assert space.from_record({"kernel": "linear", "gamma": math.nan, "class_weight": None,
+                              "shrinking": True}) == {"kernel": "linear", "shrinking": True}
+    config = space.from_record({"kernel": "rbf", "gamma": 0.1, "class_weight": None,
+                                "shrinking": False})
+    assert config == {"kernel": "rbf", "gamma": 0.1, "class_weight": None, "shrinking": False}
+    assert space.check_config(config) == config
+    assert space.from_record({"kernel": "rbf", "gamma": 0.1, "class_weight": "balanced",
+                              "shrinking": False})["class_weight"] == "balanced"
+    # A param the record has no column for stays out (an older file, another space).
+    assert "class_weight" not in space.from_record({"kernel": "rbf", "gamma": 0.1,
+                                                    "shrinking": True})

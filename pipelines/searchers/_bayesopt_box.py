@@ -94,6 +94,9 @@ def warm_start_from_parquet(path: str, space: Space, metric: str,
             continue
         config = {name: _plain(record[col]) for name, col in columns.items()
                   if not _is_missing(record[col])}
+        if not legacy:  # a null is also a categorical's choice None (older versions lost it)
+            config = space.present_values({name: _plain(record[col])
+                                           for name, col in columns.items()})
         rows.append({"config": config, "score": score})
     return rows
 
