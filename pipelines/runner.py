@@ -109,6 +109,10 @@ class Task:
     # from a checkpoint in a new Tune run continues its own ``epoch``, while Tune's
     # ``training_iteration`` starts again at 1.
     time_attr: str = "training_iteration"
+    # Each report already grows the budget by the reduction factor (the SVM's row fractions
+    # 1/27, 1/9, 1/3, 1): ASHA then judges at every report from the grace period on, where
+    # its own milestones, geometric in reports, would skip rungs (1 and 3 of 4).
+    rung_every_report: bool = False
 
 
 @dataclass
@@ -443,7 +447,8 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     from pipelines.callbacks import ResultsCallback
     from pipelines.schedulers import build_scheduler
 
-    scheduler = build_scheduler(args, full_budget(task, args), time_attr=task.time_attr)
+    scheduler = build_scheduler(args, full_budget(task, args), time_attr=task.time_attr,
+                                every_report=task.rung_every_report)
     if scheduler is not None and log is not None:
         scheduler.seed_from_journal(log, task.metrics.metric, task.metrics.mode)
     if progress is not None:

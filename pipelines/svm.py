@@ -132,6 +132,7 @@ TASK = Task(
     config_keys=_svc_params,
     demand=lambda args: {"cpu": args.cpus_per_trial},
     unset_means={"dataset": "digits"},
+    rung_every_report=True,  # each report is a fidelity rung, rf times the last one's rows
 )
 
 

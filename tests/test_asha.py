@@ -17,6 +17,37 @@ def test_fidelity_ladder_follows_reduction_factor():
     assert fidelities(build_parser().parse_args([])) == (1.0,)
 
 
+def test_svm_asha_judges_every_fidelity_rung():
+    # The SVM's reports are rungs of 1/27, 1/9, 1/3 and 1 of the rows: each report is a rung.
+    # Ray's milestones (grace * rf**k reports: 1 and 3) would let a trial fit the 1/9 rung
+    # whatever it scored there.
+    from ray.tune.experiment import Trial
+
+    from pipelines.runner import full_budget
+    from pipelines.schedulers import build_scheduler
+    from pipelines.svm import TASK
+
+    args = build_parser().parse_args(["--scheduler", "asha"])
+    asha = build_scheduler(args, full_budget(TASK, args), time_attr=TASK.time_attr,
+                           every_report=TASK.rung_every_report)
+    asha.set_search_properties("cv_accuracy", "max")
+    assert [m for m, _ in asha._brackets[0]._rungs] == [3.0, 2.0, 1.0]
+    trials = [Trial("__fake", trial_id=f"t{i}", stub=True) for i in range(10)]
+    for trial in trials:
+        asha.on_trial_add(None, trial)
+    for trial in trials[:9]:
+        for it in (1, 2):
+            asha.on_trial_result(None, trial, {"training_iteration": it, "cv_accuracy": 0.9})
+    bad = trials[9]
+    assert asha.on_trial_result(None, bad, {"training_iteration": 1, "cv_accuracy": 0.95}) == "CONTINUE"
+    assert asha.on_trial_result(None, bad, {"training_iteration": 2, "cv_accuracy": 0.1}) == "STOP"
+    assert asha.stopped_early == {"t9"}
+    # --grace-period 2: the first judgement at report 2.
+    args = build_parser().parse_args(["--scheduler", "asha", "--grace-period", "2"])
+    asha = build_scheduler(args, full_budget(TASK, args), every_report=True)
+    assert [m for m, _ in asha._brackets[0]._rungs] == [3.0, 2.0]
+
+
 def test_a_patience_stop_on_a_rung_is_the_trials_own_not_ashas_cut():
     from ray.tune.experiment import Trial
 
