@@ -350,7 +350,9 @@ def compare_figure(rows: pd.DataFrame, curves: Mapping[tuple[str, int], pd.DataF
         if end < budget:
             ax.plot([drawn["compute"].iloc[-1]], [drawn["median"].iloc[-1]], marker="o",
                     color=color, markersize=7)
-        worst.append(float(_signed(drawn["low"], mode).min()))
+        # The worse edge of the band: its low side when larger is better, its high side when
+        # smaller is (a loss).
+        worst.append(float(_signed(drawn["low" if mode == "max" else "high"], mode).min()))
         ends.append(float(_signed(drawn["median"], mode).iloc[-1]))
     ax.axvline(budget, color="gray", linestyle=":", linewidth=1)
     if best == best:
