@@ -334,7 +334,8 @@ def summary_table(experiments: Sequence[Experiment], labels: Sequence[str]) -> p
                    f"{spent['finished']} / {spent['stopped_early']} / {spent['errors']}",
                "trial-seconds": spent["trial_seconds"], "epochs (reports)": spent["epochs"],
                "wall time (s)": spent["wall_time_s"],
-               f"best ({s['mode']})": s["best_score"]}
+               # Named with its metric: experiments of two tasks share the column.
+               "metric": f"{s['metric']} ({s['mode']})", "best": s["best_score"]}
         for key, value in analysis.test_result(exp).items():
             if key.startswith("test") and isinstance(value, (int, float)):
                 row[key] = value

@@ -154,6 +154,8 @@ def test_several_experiments_overlay_on_one_page(svm_asha_run, tmp_path):
         "00-importance.png", "01-parallel.png", "01-curves.png")]
     assert "Not computed: 2 trials with a comparable score; importance needs at least 8." in \
         out.read_text()
+    # Each experiment's best is labelled with its own metric (one column for both).
+    assert "cv_accuracy (max)" in out.read_text() and "score (max)" in out.read_text()
     for img in images_in_browser(str(out), tmp_path):
         assert img["complete"] and img["width"] > 0 and img["height"] > 0, img
     assert not (folder.parent / "compare").exists() and "both.html" not in os.listdir(folder)
