@@ -49,6 +49,12 @@ def call_main(main: Callable[[], int | None]) -> int | None:
         code = main()
         sys.stdout.flush()  # so a write still in the buffer fails here, inside the guard
         return code
+    except KeyboardInterrupt:
+        # Ctrl-C outside the points the runner answers itself (Ray's start, Tune's run): the
+        # files are written whole or not at all, so a line says so instead of a traceback.
+        print("interrupted  (Ctrl-C); what was written is kept: an experiment that exists "
+              "continues with --resume --name NAME", file=sys.stderr, flush=True)
+        return 130
     except BrokenPipeError:
         if not _stdout_reader_gone():
             raise

@@ -937,11 +937,21 @@ def run(task: Task, args: argparse.Namespace) -> int:
     target = args.address or "a local Ray"
     log(f"{task.name}: {prep.num_trials} trials ({args.algo}, {args.scheduler}) on {target}; "
         f"results in {storage.uri_of(args.name)}")
-    start_ray(args, task)
-    phases["ray_start"] = time.time() - ray_started
-    waited = time.time()
-    loader.join()
-    phases["wait_for_load"] = time.time() - waited
+    try:
+        start_ray(args, task)
+        phases["ray_start"] = time.time() - ray_started
+        pause_point("ray_start")  # the reliability tests press Ctrl-C here
+        waited = time.time()
+        loader.join()
+        phases["wait_for_load"] = time.time() - waited
+    except KeyboardInterrupt:
+        # Ctrl-C before any trial: stop what Ray started, and say so in one line.
+        with contextlib.suppress(Exception):
+            stop_ray()
+        log("interrupted  while Ray was starting; " + (
+            f"the experiment is as it was: continue with --resume --name {args.name}"
+            if args.resume else "nothing was written"))
+        return 130
     if "error" in loaded:
         stop_ray()
         if isinstance(loaded["error"], ValueError):
@@ -1112,11 +1122,16 @@ def run(task: Task, args: argparse.Namespace) -> int:
           f"in {time.time() - started:.1f} s", file=out)
     if best is None:
         first_error = next((r.get("error") for r in rows if r.get("error")), None)
-        print("best         none: no trial produced a score"
+        print("best         none yet: interrupted before a trial ended" if interrupted and
+              not first_error else "best         none: no trial produced a score"
               + (f" (first error: {first_error})" if first_error else ""), file=out)
         print(f"results      {storage.uri_of(args.name)}", file=out)
         if report:
             print(f"report       {report}", file=out)
+        if interrupted:  # Ctrl-C before any trial ended: the run continues with --resume
+            print(f"interrupted  {len(rows)} of {prep.num_trials} trials ended; continue with "
+                  f"--resume --name {args.name}", file=sys.stderr)
+            return 130
         return 1
     print(f"best config  {describe_config(config_from_row(best, space))}", file=out)
     print(f"{metric:<12} {best[task.metrics.score_column]:.4f}", file=out)

@@ -306,3 +306,36 @@ def test_resume_refuses_flags_that_contradict_the_experiment(tmp_path):
                           (["--bo-init", "3"], "--bo-init 3 contradicts the experiment's default")):
         bad = run_module("pipelines.svm", "--resume", "--name", "exp", *flag, cwd=str(tmp_path))
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_ctrl_c_while_ray_starts_is_one_line_exit_130_and_writes_nothing(tmp_path):
+    (tmp_path / "space.py").write_text(SVM_SPACE)
+    marker = tmp_path / "paused"
+    proc = _start("pipelines.svm", [*_svm_args("space.py"), "--name", "exp"], tmp_path,
+                  TUNE_PIPELINE_PAUSE_AT="ray_start", TUNE_PIPELINE_PAUSE_FILE=str(marker))
+    _wait(marker.exists, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == \
+        "interrupted  while Ray was starting; nothing was written"
+    assert not (tmp_path / "results" / "exp").exists()
+
+
+def test_ctrl_c_before_any_trial_ends_says_how_to_continue(tmp_path):
+    # One long trial, interrupted after its first epoch: no trial has ended, and the run
+    # still says it was interrupted and how to continue (not "no trial produced a score").
+    folder = tmp_path / "results" / "exp"
+    journal = folder / "journal.jsonl"
+    proc = _start("pipelines.finetune", ["--algo", "random", "--num-samples", "1", "--epochs",
+                                         "40", "--seed", "1", "--no-baseline", "--num-cpus", "2",
+                                         "--name", "exp"], tmp_path)
+    _wait(lambda: any(e["event"] == "report" for e in _events(journal)), proc, timeout=400)
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert "interrupted  0 of 1 trials ended; continue with --resume --name exp" in err
+    assert "best         none yet: interrupted before a trial ended" in out
+    assert json.loads((folder / "experiment.json").read_text())["status"] == "interrupted"
