@@ -56,11 +56,12 @@ def _specs(args: argparse.Namespace):
 
 def _check(args: argparse.Namespace) -> None:
     args._specs = _specs(args)  # DataError is a ValueError: one line, exit 2
-    if args.scheduler == "asha" and args.max_t and args.max_t > args.epochs:
-        # Trials end at --epochs: none would reach ASHA's full budget, so none would count as
-        # finished, and the searcher would never learn a final score.
-        raise ValueError(f"--max-t ({args.max_t}) exceeds --epochs ({args.epochs}): "
-                         "trials end at --epochs; leave --max-t out or raise --epochs")
+    if args.scheduler == "asha" and args.max_t and args.max_t != args.epochs:
+        # Above --epochs no trial would reach ASHA's full budget (none would count as finished,
+        # and the searcher would never learn a final score); below, every trial would stop
+        # there as "finished", its warm-up and schedule planned for --epochs.
+        raise ValueError(f"--max-t ({args.max_t}) differs from --epochs ({args.epochs}): "
+                         "fine-tuning's full budget is --epochs; set --epochs instead")
     if joins_cluster(args) or args.resume:
         # A cluster's nodes (and its autoscaler) are its own business; a resume may have only
         # the best trial to score (the runner checks once it knows trials will run).

@@ -103,7 +103,9 @@ def test_ddp_trials_record_their_checkpoint_and_are_tested(tmp_path):
         (["--val-fraction", "0.9"], "use a val fraction below 0.75"),
         (["--scheduler", "asha", "--grace-period", "9", "--epochs", "3"], "--grace-period (9) exceeds"),
         # No trial would reach ASHA's full budget: the searcher would never see a final score.
-        (["--scheduler", "asha", "--max-t", "5", "--epochs", "3"], "--max-t (5) exceeds --epochs (3)"),
+        (["--scheduler", "asha", "--max-t", "5", "--epochs", "3"], "--max-t (5) differs from --epochs (3)"),
+        # Below: every trial stopped there as "finished", its schedule planned for --epochs.
+        (["--scheduler", "asha", "--max-t", "2", "--epochs", "3"], "--max-t (2) differs from --epochs (3)"),
         # More than the machine holds: the trial would wait forever on the local Ray.
         (["--gpus-per-worker", "64"], "one trial needs 64 GPUs"),
         (["--num-cpus", "2", "--workers-per-trial", "2", "--cpus-per-worker", "2"],

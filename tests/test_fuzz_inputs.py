@@ -459,6 +459,8 @@ def _flag_faults():
                        "--warm-start applies only to --algo bayesopt")),
         _INT_1_9.map(lambda t: (["--scheduler", "fifo", "--max-t", t],
                                 "--max-t applies only to --scheduler asha")),
+        _INT_1_9.map(lambda n: (["--algo", "grid", "--num-samples", n],
+                                "--num-samples applies only to --algo random and bayesopt")),
         st.just((["--algo", "bayesopt", "--warm-start", "{work}/missing.parquet"],
                  "does not exist")),
     )
@@ -507,7 +509,10 @@ def _prepare_faults(pipeline: str):
         st.just((["--algo", "bayesopt", "--warm-start", "{work}/junk.parquet"], "--warm-start:")),
         st.tuples(st.integers(1, 5), st.integers(1, 5)).map(
             lambda t: (["--scheduler", "asha", "--max-t", str(t[0]),
-                        "--grace-period", str(t[0] + t[1])], "exceeds --max-t")),
+                        "--grace-period", str(t[0] + t[1])]
+                       # fine-tuning's --max-t must be its --epochs (refused otherwise)
+                       + (["--epochs", str(t[0])] if pipeline == "finetune" else []),
+                       "exceeds --max-t")),
     ]
     if pipeline == "svm":
         task = [
@@ -555,7 +560,8 @@ def _prepare_faults(pipeline: str):
 def _benign(pipeline: str):
     """Valid values for flags that can neither cause nor hide a rejection."""
     values = {
-        "seed": st.integers(0, 99).map(str), "num_samples": _INT_1_9,
+        # No --num-samples: the default --algo grid refuses it.
+        "seed": st.integers(0, 99).map(str),
         "max_concurrent": _INT_1_9, "split_seed": st.integers(0, 9).map(str),
         # Sizes a trial always fits in (a trial bigger than the machine is refused, on purpose).
         "num_cpus": st.integers(2, 9).map(str), "max_failures": st.integers(0, 3).map(str),
