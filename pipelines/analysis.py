@@ -423,9 +423,11 @@ def compute_spent(exp: Experiment) -> pd.Series:
     -------
     pandas.Series
         ``trials``, ``finished``, ``stopped_early``, ``errors`` (counts); ``trial_seconds``
-        (the trials' wall times added up: the compute they held); ``epochs`` (reports made:
-        epochs for fine-tuning, fidelity rungs for SVMs); ``wall_time_s`` and ``tune_time_s``
-        (the whole run and its tuning part, from ``experiment.json``; NaN while it runs).
+        (the trials' run times added up: the compute they held; a trial continued after a
+        ``--resume`` counts its attempts, not the time between them); ``epochs`` (reports
+        made: epochs for fine-tuning, fidelity rungs for SVMs); ``wall_time_s`` and
+        ``tune_time_s`` (the last run and its tuning part, from ``experiment.json``; NaN while
+        it runs); ``runs`` (1 plus the experiment's resumes).
     """
     status = exp.trials["status"]
     return pd.Series({
@@ -437,6 +439,7 @@ def compute_spent(exp: Experiment) -> pd.Series:
         "epochs": len(exp.epochs),
         "wall_time_s": number_or_nan(exp.info.get("wall_time_s")),
         "tune_time_s": number_or_nan(exp.info.get("tune_time_s")),
+        "runs": 1 + int(exp.info.get("resumes") or 0),
     }, dtype=object)
 
 

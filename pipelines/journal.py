@@ -237,14 +237,27 @@ class TrialLog:
                     "info": dict(event.get("info") or {}),
                     "checkpoints": [],
                     "restarts": 0,
+                    # Seconds of the attempts before the current one, each from its start to
+                    # its last record: a trial restarted (a retry, a --resume the next day)
+                    # did not run between its attempts.
+                    "earlier_attempts_s": 0.0,
+                    "attempt_start": event.get("time"),
+                    "last_time": event.get("time"),
                 }
                 self.reports[trial_id] = {}
             else:
                 trial["restarts"] += 1
                 self._fresh_start.add(trial_id)
-        elif trial is None:
+                if trial.get("attempt_start") is not None and trial.get("last_time") is not None:
+                    trial["earlier_attempts_s"] += max(
+                        0.0, trial["last_time"] - trial["attempt_start"])
+                trial["attempt_start"] = trial["last_time"] = event.get("time")
+            return
+        if trial is None:
             return  # a report of a trial whose start was never written: cannot be placed
-        elif kind == REPORT:
+        if event.get("time") is not None:
+            trial["last_time"] = event["time"]
+        if kind == REPORT:
             iteration = int(event["iteration"])
             reports = self.reports[trial_id]
             if trial_id in self._fresh_start:
@@ -263,6 +276,16 @@ class TrialLog:
             for key in ("error", "stopped_by", "checkpoint"):
                 if event.get(key):
                     trial[key] = event[key]
+
+    def run_seconds(self, trial_id: str) -> float | None:
+        """Seconds the trial ran: each attempt from its start to its last record (its end for
+        the last one), summed; the time between attempts (a driver down until ``--resume``)
+        is not the trial's. None without times."""
+        trial = self.trials[trial_id]
+        start, end = trial.get("attempt_start"), trial.get("end_time")
+        if start is None or end is None:
+            return None
+        return trial.get("earlier_attempts_s", 0.0) + max(0.0, end - start)
 
     def apply_all(self, events: Iterable[Mapping[str, Any]]) -> None:
         for event in events:

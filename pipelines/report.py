@@ -333,7 +333,8 @@ def summary_table(experiments: Sequence[Experiment], labels: Sequence[str]) -> p
                "finished / stopped early / errors":
                    f"{spent['finished']} / {spent['stopped_early']} / {spent['errors']}",
                "trial-seconds": spent["trial_seconds"], "epochs (reports)": spent["epochs"],
-               "wall time (s)": spent["wall_time_s"],
+               # experiment.json's wall time is its last run's; "runs" says how many it had.
+               "runs": spent["runs"], "wall time of the last run (s)": spent["wall_time_s"],
                # Named with its metric: experiments of two tasks share the column.
                "metric": f"{s['metric']} ({s['mode']})", "best": s["best_score"]}
         for key, value in analysis.test_result(exp).items():

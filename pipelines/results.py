@@ -537,8 +537,9 @@ class ResultsWriter:
         row["error"] = trial.get("error")
         row["start_time"] = trial.get("start_time")
         row["end_time"] = trial.get("end_time")
-        if row["start_time"] is not None and row["end_time"] is not None:
-            row["wall_time_s"] = row["end_time"] - row["start_time"]
+        # Not end minus start: a trial continued after a --resume did not run while the
+        # driver was down.
+        row["wall_time_s"] = log.run_seconds(tid)
         row["checkpoint"] = trial.get("checkpoint") or log.last_checkpoint(tid, reports=reports)
         return row
 

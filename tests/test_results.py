@@ -581,3 +581,21 @@ def test_a_checkpoint_the_journal_cannot_take_is_a_warning_not_a_lost_checkpoint
     # Tune skips recording the checkpoint on the trial when this raises: it must not.
     callback.on_checkpoint(0, [trial], trial, Checkpoint.from_directory(str(tmp_path / "ckpt")))
     assert "warning: could not journal a checkpoint of trial a" in capsys.readouterr().err
+
+
+def test_a_trial_continued_after_a_resume_counts_its_attempts_not_the_downtime():
+    from pipelines.journal import TrialLog, end_event, report_event, start_event
+
+    log = TrialLog("val_accuracy", "max", {"val_accuracy": None})
+    for event in (start_event("t", 0, {}, at=100.0),
+                  {**report_event("t", 1, {"val_accuracy": 0.5}), "time": 110.0},
+                  # the driver dies; --resume continues the trial a day later
+                  start_event("t", 0, {}, at=86_500.0),
+                  {**report_event("t", 2, {"val_accuracy": 0.6}), "time": 86_512.0},
+                  end_event("t", "finished", at=86_520.0)):
+        log.apply(event)
+    assert log.run_seconds("t") == pytest.approx(10.0 + 20.0)
+    # One attempt: end minus start, as before.
+    log.apply(start_event("u", 1, {}, at=5.0))
+    log.apply(end_event("u", "finished", at=12.5))
+    assert log.run_seconds("u") == pytest.approx(7.5)
