@@ -37,6 +37,8 @@ CASES = {
     "grid without values": (["--space", "{no_grid}"], "parameter 'C': has no grid values"),
     "param the trainable ignores": (["--space", "{typo}"], "svm trials do not use 'gama'"),
     "bo flag without bo": (["--bo-init", "3"], "--bo-init applies only to --algo bayesopt"),
+    "warm start from a folder": (["--algo", "bayesopt", "--warm-start", "{tmp}"],
+                                 "is a folder, not a trials Parquet file"),
     # Ray Tune would repeat the grid N times; this grid runs each combination once.
     "num-samples with the grid": (["--num-samples", "5"],
                                   "--num-samples applies only to --algo random and bayesopt"),
