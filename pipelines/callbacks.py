@@ -303,6 +303,9 @@ class ProgressCallback(Callback):
         self._ended_members: dict[str, set[int]] = {}
         self._last_print = 0.0
         self._width = 0
+        # Tune trials between their start and their end, as this callback heard them: Tune's
+        # own status lags (PENDING inside on_trial_start, RUNNING inside on_trial_complete).
+        self._running: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks into tuner.pkl; a stream does not pickle.
@@ -346,8 +349,7 @@ class ProgressCallback(Callback):
         return f"[{elapsed:6.1f}s] {counts}{eta_text} | best {self.metric} {best}{extra}"
 
     def _show(self, trials: list, force: bool = False) -> None:
-        running = sum(1 for t in trials if t.status == "RUNNING")
-        line = self._line(running)
+        line = self._line(len(self._running))
         now = time.monotonic()
         if self.tty:
             pad = max(0, self._width - len(line))
@@ -362,6 +364,7 @@ class ProgressCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.first_start is None:
             self.first_start = time.time()
+        self._running.add(trial.trial_id)
         self._show(trials)
 
     # --- the best so far, read from the journal by the run's selection rule -----------------
@@ -471,6 +474,7 @@ class ProgressCallback(Callback):
         self._show(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._running.discard(trial.trial_id)
         pack = self._pack(trial)
         if pack is not None:
             self._close_pack(trial, pack, trials, failed=False)
@@ -482,6 +486,7 @@ class ProgressCallback(Callback):
         self._show(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._running.discard(trial.trial_id)
         pack = self._pack(trial)
         if pack is not None:
             self._close_pack(trial, pack, trials, failed=True)
@@ -492,6 +497,7 @@ class ProgressCallback(Callback):
         self._show(trials)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._running.clear()  # an interrupted run's trials are paused now, not running
         self._show(trials, force=True)
         if self.tty:
             self.stream.write("\n")

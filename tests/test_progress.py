@@ -43,21 +43,27 @@ def _journaled(tmp_path, total=4, select="best", mode="max", name="exp"):
 def test_log_lines_count_trials_track_the_best_and_give_an_eta(tmp_path):
     progress, _, _, both = _journaled(tmp_path)
     stream = progress.stream  # not a terminal: plain lines
-    a = _trial("a", config={"kernel": "linear", "C": 1.0})
-    b = _trial("b", config={"kernel": "linear", "C": 2.0})
+    # Tune's statuses lag its callbacks: PENDING inside on_trial_start, RUNNING inside
+    # on_trial_complete and on_trial_error. The line counts what the callbacks said.
+    a = _trial("a", status="PENDING", config={"kernel": "linear", "C": 1.0})
+    b = _trial("b", status="PENDING", config={"kernel": "linear", "C": 2.0})
     both("on_trial_start", [a], a)
     assert "ETA" not in stream.getvalue()  # no trial has ended: no rate yet
+    assert "0/4 done, 1 running" in stream.getvalue().splitlines()[0]
+    a.status = "RUNNING"
     both("on_trial_start", [a, b], b)
+    b.status = "RUNNING"
     both("on_trial_result", [a, b], a, {"score": 0.5, "training_iteration": 1})
     both("on_trial_result", [a, b], b, {"score": 0.7, "training_iteration": 1})
     both("on_trial_result", [a, b], a, {"score": float("nan"), "training_iteration": 2})
-    a.status = "TERMINATED"
     progress.started -= 30.0  # 30 s in, one trial of four ended: 90 s left
     both("on_trial_complete", [a, b], a)
-    b.status = "ERROR"
+    a.status = "TERMINATED"
     both("on_trial_error", [a, b], b)
+    b.status = "ERROR"
     lines = stream.getvalue().splitlines()
     assert len(lines) == 4 and not any("\r" in line for line in lines)
+    assert "0/4 done, 2 running" in lines[1]
     assert "1/4 done, 1 running" in lines[2]
     assert "best score 0.7000 ({'kernel': 'linear', 'C': 2.0})" in lines[2]
     assert "ETA 1m30s" in lines[2]
