@@ -334,6 +334,22 @@ def quiet_ray(verbose: bool) -> None:
         warnings.filterwarnings("ignore")
         for name in ("ray", "ray.tune", "ray.train", "ray.data", "ray.air"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # A failed trial is a row with its error, a count in the summary and its traceback in
+        # Tune's error.txt beside the trial: Tune's own tracebacks of it on stderr (one per
+        # attempt, dozens of lines each) are Ray's noise, for --verbose.
+        for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _TrialFailureNoise) for f in logger.filters):
+                logger.addFilter(_TrialFailureNoise())
+
+
+class _TrialFailureNoise(logging.Filter):
+    """Drops Tune's log records of a trial's failure (the pipeline reports it itself)."""
+
+    PREFIXES = ("Trial task failed for trial", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
 
 
 def skip_unsent_telemetry() -> None:
