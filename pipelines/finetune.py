@@ -36,6 +36,13 @@ METRICS = MetricColumns(
         "lr": pa.float64(),
         "epoch_seconds": pa.float64(),
         "samples_per_second": pa.float64(),
+        # What a user tuning warm-up, clipping or precision reads (train_loop's report).
+        "train_accuracy": pa.float64(),
+        "backbone_lr": pa.float64(),
+        "frozen": pa.bool_(),
+        "grad_norm": pa.float64(),
+        "clip_fraction": pa.float64(),
+        "skipped_steps": pa.int64(),
     },
     step="epoch",
     select="best",

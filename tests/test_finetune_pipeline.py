@@ -20,6 +20,11 @@ def test_finetune_cli_writes_epochs_checkpoints_and_compares_with_svm(tmp_path):
     assert trials["checkpoint"].notna().all()
     assert set(epochs.columns) >= {"epoch", "train_loss", "val_loss", "val_accuracy", "lr",
                                    "epoch_seconds", "samples_per_second"}
+    # The diagnostics a user tuning warm-up, clipping or precision reads, per epoch.
+    assert epochs["frozen"].dtype == bool and epochs["skipped_steps"].eq(0).all()  # fp32
+    assert epochs["clip_fraction"].between(0.0, 1.0).all()
+    assert (epochs["grad_norm"] > 0).all() and epochs["train_accuracy"].between(0.0, 1.0).all()
+    assert (epochs.loc[epochs["frozen"], "backbone_lr"] == 0).all()
     per_trial = epochs.groupby("trial_id")["epoch"].apply(list)
     assert all(e == list(range(1, len(e) + 1)) for e in per_trial)
     assert (trials["best_val_accuracy"] >= trials["val_accuracy"] - 1e-12).all()
