@@ -63,7 +63,8 @@ def _specs(args: argparse.Namespace):
 
 def _check(args: argparse.Namespace) -> None:
     args._specs = _specs(args)  # DataError is a ValueError: one line, exit 2
-    if args.scheduler == "asha" and args.max_t and args.max_t != args.epochs:
+    if args.scheduler == "asha" and args.max_t and args.max_t != args.epochs and not args.resume:
+        # (A resume keeps the budget its experiment started with, from before this rule.)
         # Above --epochs no trial would reach ASHA's full budget (none would count as finished,
         # and the searcher would never learn a final score); below, every trial would stop
         # there as "finished", its warm-up and schedule planned for --epochs.

@@ -135,3 +135,15 @@ def test_a_best_trial_without_a_checkpoint_is_an_error_not_a_skipped_test():
     args = argparse.Namespace(no_baseline=True, name="x")
     with pytest.raises(EvaluationError, match="best trial abc recorded no checkpoint"):
         _evaluate(args, {"data_spec": None, "model_spec": None}, {"trial_id": "abc"}, {})
+
+
+def test_an_experiment_started_with_another_max_t_still_resumes():
+    # Experiments from before the rule that --max-t equals --epochs keep their budget on
+    # --resume (which refuses changing either): the check is for new runs.
+    from pipelines.finetune import _check, build_parser
+
+    args = build_parser().parse_args(["--scheduler", "asha", "--max-t", "3", "--epochs", "6"])
+    with pytest.raises(ValueError, match="differs from --epochs"):
+        _check(args)
+    args.resume = True
+    _check(args)
