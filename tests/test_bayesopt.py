@@ -958,3 +958,24 @@ def test_bo_beats_random_search_in_six_continuous_dimensions():
     # Measured: BO 0.0007-0.033, random 0.08-0.26 (seeds 0-3).
     assert np.median(bo) < 0.2 * np.median(rnd), (bo, rnd)
     assert all(b < r for b, r in zip(bo, rnd, strict=True)), (bo, rnd)
+
+
+def test_a_restored_searcher_keeps_a_reruns_journal_id():
+    # A trial --resume runs again under a new Tune id keeps its journal id (its row), and a
+    # searcher saved and restored through Tune keeps that mapping.
+    from pipelines.journal import TrialLog, end_event, report_event, start_event
+
+    space = Space(x=Float(0, 1), y=Float(0, 1)).validate()
+    log = TrialLog("score", "max", {"score": None})
+    for i in range(3):
+        log.apply(start_event(f"j{i}", i, {"x": 0.1 * i, "y": 0.2}, source="random"))
+        log.apply(report_event(f"j{i}", 1, {"score": 0.1 * i}))
+        if i < 2:
+            log.apply(end_event(f"j{i}", "finished"))
+    live = BayesOptSearcher(space, metric="score", mode="max", seed=0)
+    live.resume(log)
+    live.suggest("tuneA")
+    assert live.placement("tuneA").trial_id == "j2"
+    restored = BayesOptSearcher(space, metric="score", mode="max", seed=0)
+    restored.set_state(live.get_state())
+    assert restored.placement("tuneA") == live.placement("tuneA")

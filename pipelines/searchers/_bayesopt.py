@@ -50,7 +50,7 @@ from pipelines.searchers._bayesopt_box import (
     default_n_init,
     warm_start_from_parquet,
 )
-from pipelines.searchers._resume import RESUME_KEY, TrialOrder
+from pipelines.searchers._resume import RESUME_KEY, Placement, TrialOrder
 from pipelines.searchers._state import PickledState
 from search_spaces.space import Categorical, Space, SpaceError
 from search_spaces.transform import UnitTransform
@@ -457,7 +457,8 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             # and per-level scores: a restored searcher numbers on, never from 0 again.
             "next_index": self._next_index,
             "gaps": [(i, None if c is None else dict(c)) for i, c in self._gaps],
-            "placements": {k: (p.index, p.source) for k, p in self._placements.items()},
+            "placements": {k: (p.trial_id, p.index, p.source)
+                           for k, p in self._placements.items()},
             "histories": {k: dict(h) for k, h in self._histories.items()},
         }
 
@@ -483,10 +484,12 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         self._n_warm = state["n_warm"]
         self._n_skipped = state["n_skipped"]
         self._failed = [np.asarray(u, dtype=float) for u in state.get("failed", [])]
-        self._next_index = state.get("next_index", len(self._observations) + len(self._pending))
+        # State saved before the numbering was kept: every suggestion took the next index.
+        self._next_index = state.get("next_index", state["n_suggested"])
         self._gaps = [(i, None if c is None else dict(c)) for i, c in state.get("gaps", [])]
-        for trial_id, (index, source) in state.get("placements", {}).items():
-            self._place(trial_id, index, source)
+        # A re-run after --resume keeps its journal id, not the Tune id it runs under.
+        for tune_id, (journal_id, index, source) in state.get("placements", {}).items():
+            self._placements[tune_id] = Placement(journal_id, index, source)
         self._histories = {k: dict(h) for k, h in state.get("histories", {}).items()}
 
     # --- the model -----------------------------------------------------------------------------
