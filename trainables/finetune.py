@@ -502,7 +502,9 @@ def train_loop(
             "frozen": frozen,
             "grad_norm": norm_sum / max(steps - skipped, 1),
             "clip_fraction": clipped / max(steps - skipped, 1),
-            "skipped_steps": int(skipped),
+            # Summed over workers like the other counts, but every worker skips the same
+            # overflowed step (the scaler sees the all-reduced gradients): one per step.
+            "skipped_steps": int(round(skipped / session.world_size)),
             "best_val_loss": best["val_loss"],
             "best_val_accuracy": best["val_accuracy"],
             "best_epoch": best["epoch"],
