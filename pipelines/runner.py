@@ -441,6 +441,16 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def asha_every_report(task: Task, prep: Prepared) -> bool:
+    """Whether ASHA judges every report (``Task.rung_every_report``). An experiment started
+    before that rule (its experiment.json has no ``asha_every_report``) resumes with the rungs it
+    started with: changing them midway would cut the rest by another rule."""
+    previous = prep.previous
+    if previous is not None and previous.get("scheduler") == "asha":
+        return bool(previous.get("asha_every_report", False))
+    return task.rung_every_report
+
+
 def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, progress,
                 num_samples: int, log: Any = None):
     """The one place the Tuner is built from TuneConfig and RunConfig.
@@ -464,7 +474,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
     from pipelines.schedulers import build_scheduler
 
     scheduler = build_scheduler(args, full_budget(task, args), time_attr=task.time_attr,
-                                every_report=task.rung_every_report)
+                                every_report=asha_every_report(task, prep))
     if scheduler is not None and log is not None:
         scheduler.seed_from_journal(log, task.metrics.metric, task.metrics.mode)
     if progress is not None:
@@ -1034,6 +1044,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
         info["packages"] = first_packages
     here = storage.uri_of(args.name)  # every folder the experiment has lived in, this one last
     info["locations"] = [*[d for d in writer.lived_in if d != here], here]
+    if args.scheduler == "asha":
+        info["asha_every_report"] = asha_every_report(task, prep)
     if remaining > 0 and task.demand is not None:
         # Only where trials will run: a resume that only scores the best trial may run on a
         # smaller machine than the one that trained.

@@ -48,6 +48,22 @@ def test_svm_asha_judges_every_fidelity_rung():
     assert [m for m, _ in asha._brackets[0]._rungs] == [3.0, 2.0]
 
 
+def test_an_experiment_keeps_the_rungs_it_started_with_on_resume():
+    # SVM experiments started before every rung was judged resume on Ray's milestones; the
+    # rule is kept in experiment.json from then on.
+    from pipelines.runner import Prepared, asha_every_report
+    from pipelines.svm import TASK
+
+    def prep(previous):
+        return Prepared(args=None, space=None, storage=None, searcher=None, num_trials=1,
+                        previous=previous)
+
+    assert asha_every_report(TASK, prep(None)) is True
+    assert asha_every_report(TASK, prep({"scheduler": "asha"})) is False  # an older experiment
+    assert asha_every_report(TASK, prep({"scheduler": "asha", "asha_every_report": True})) is True
+    assert asha_every_report(TASK, prep({"scheduler": "fifo"})) is True  # never ran ASHA
+
+
 def test_a_patience_stop_on_a_rung_is_the_trials_own_not_ashas_cut():
     from ray.tune.experiment import Trial
 
