@@ -86,7 +86,10 @@ def assert_train_runs_left_nothing(wait_s: float = 20.0) -> None:
     while True:
         groups = [g for g in ray.util.placement_group_table().values()
                   if g["state"] not in ("REMOVED",)]
-        cleaners = list_actors(filters=[("class_name", "=", "PlacementGroupCleaner"),
+        # This test's own Ray, by address: another Ray on the machine (a user's, a second
+        # test run's) would make the state API's own lookup refuse to choose.
+        cleaners = list_actors(address=ray.get_runtime_context().gcs_address,
+                               filters=[("class_name", "=", "PlacementGroupCleaner"),
                                         ("state", "!=", "DEAD")])
         if not groups and not cleaners:
             return
