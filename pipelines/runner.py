@@ -923,9 +923,28 @@ def _shutdown_ray_in_background() -> threading.Thread:
     return thread
 
 
+def sigterm_as_ctrl_c() -> None:
+    """Answer SIGTERM (``timeout``, Slurm, Kubernetes, systemd stopping the job) as Ctrl-C:
+    whatever handles SIGINT at that moment (Tune's graceful stop while trials run, Python's
+    KeyboardInterrupt elsewhere) handles it, so the experiment ends ``interrupted`` with the
+    line that says how to continue. Called again after ``ray.init``, whose core worker installs
+    a handler of its own (a stack dump, and no summary)."""
+    import signal
+
+    def forward(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, forward)
+
+
 def run(task: Task, args: argparse.Namespace) -> int:
     """Run the experiment described by ``args``; returns the process exit code."""
     started = time.time()
+    sigterm_as_ctrl_c()
     # Seconds of each phase of this process, kept in experiment.json ("phases_s") for the
     # start-up benchmark (benchmarks/phases.py) and for users asking where a short run's time went.
     phases: dict[str, float] = {}
@@ -965,6 +984,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         f"results in {storage.uri_of(args.name)}")
     try:
         start_ray(args, task)
+        sigterm_as_ctrl_c()  # ray.init put its own handler in place
         phases["ray_start"] = time.time() - ray_started
         pause_point("ray_start")  # the reliability tests press Ctrl-C here
         waited = time.time()

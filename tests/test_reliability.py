@@ -343,3 +343,24 @@ def test_ctrl_c_before_any_trial_ends_says_how_to_continue(tmp_path):
     assert "interrupted  0 of 1 trials ended; continue with --resume --name exp" in err
     assert "best         none yet: interrupted before a trial ended" in out
     assert json.loads((folder / "experiment.json").read_text())["status"] == "interrupted"
+
+
+def test_sigterm_mid_run_is_an_interrupted_run_that_resumes(tmp_path):
+    # timeout, Slurm, Kubernetes and systemd stop a job with SIGTERM: it ends as Ctrl-C does,
+    # status interrupted with the line that says how to continue, and --resume finishes it.
+    folder = tmp_path / "results" / "exp"
+    journal = folder / "journal.jsonl"
+    args = ["--algo", "random", "--num-samples", "120", "--seed", "3", "--configs-per-trial", "1",
+            "--num-cpus", "2", "--no-report", "--name", "exp"]
+    proc = _start("pipelines.svm", args, tmp_path)
+    _wait(lambda: sum(e["event"] == "end" for e in _events(journal)) >= 5, proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "SIGTERM received" not in err and "Traceback" not in err
+    assert "trials ended; continue with --resume --name exp" in err
+    assert json.loads((folder / "experiment.json").read_text())["status"] == "interrupted"
+    resumed = run_module("pipelines.svm", "--resume", "--name", "exp", cwd=str(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    trials = pd.read_parquet(folder / "trials.parquet")
+    assert sorted(trials["trial_index"]) == list(range(120)) and trials["trial_id"].is_unique
