@@ -64,7 +64,7 @@ from pipelines.journal import (
     report_event,
     start_event,
 )
-from pipelines.storage import Storage, one_line
+from pipelines.storage import Storage, StorageError, one_line
 from search_spaces.space import Categorical, Fixed, Float, Int, Space
 
 SCHEMA_VERSION = 1
@@ -744,21 +744,30 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _split_location(location: str) -> tuple[Storage, str]:
+    """An experiment's folder or URI as (the storage it lives in, its name)."""
+    if "://" in location:
+        parent, _, name = location.rstrip("/").rpartition("/")
+    else:
+        full = os.path.abspath(location)
+        parent, name = os.path.dirname(full), os.path.basename(full)
+    return Storage(parent), name
+
+
 def rebuild_from_journal(experiment_dir: str) -> int:
-    """Rewrite the Parquet files of a local experiment from its journal; returns trial count.
+    """Rewrite the Parquet files of an experiment (a local folder or an object-store URI such
+    as ``s3://bucket/prefix/NAME``) from its journal; returns the trial count.
 
     Raises
     ------
     SchemaVersionError
         The experiment was written with a newer schema version.
     """
-    with open(os.path.join(experiment_dir, EXPERIMENT_FILE), encoding="utf-8") as f:
-        info = json.load(f)
-    check_schema_version(info.get("schema_version"),
-                         os.path.join(experiment_dir, EXPERIMENT_FILE))
+    storage, name = _split_location(experiment_dir)
+    info = json.loads(storage.read_bytes(f"{name}/{EXPERIMENT_FILE}"))
+    check_schema_version(info.get("schema_version"), storage.uri_of(name, EXPERIMENT_FILE))
     space = Space.from_dict(info["space"])
-    storage = Storage(os.path.dirname(os.path.abspath(experiment_dir)))
-    writer = ResultsWriter(storage, os.path.basename(os.path.abspath(experiment_dir)), space,
+    writer = ResultsWriter(storage, name, space,
                            MetricColumns.from_dict(info["metrics"]), {},
                            {"experiment": info.get("name"), "task": info.get("task")},
                            iteration_key=info.get("iteration_key", "training_iteration"))
@@ -776,7 +785,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rebuild = sub.add_parser("rebuild", help="rewrite Parquet from the journal after a hard kill")
     rebuild.add_argument("experiment_dir")
     args = parser.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.experiment_dir, EXPERIMENT_FILE)):
+    try:
+        storage, name = _split_location(args.experiment_dir)
+        found = storage.exists(name, EXPERIMENT_FILE)
+    except (StorageError, OSError) as exc:
+        print(f"error: '{args.experiment_dir}': {one_line(exc)}", file=sys.stderr)
+        return 2
+    if not found:
         print(f"error: '{args.experiment_dir}' holds no {EXPERIMENT_FILE}", file=sys.stderr)
         return 2
     try:

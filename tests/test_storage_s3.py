@@ -204,6 +204,23 @@ def test_svm_pipeline_writes_everything_under_the_s3_prefix(s3_server, tmp_path)
                        "--storage", uri, "--name", "s3run", env=s3_server.env(), timeout=120)
     assert again.returncode == 2 and "already exists" in again.stderr, again.stderr
 
+    # The two files lost (a kill before the end compacted them, say): `rebuild` writes them
+    # again from the journal objects, on the object store itself.
+    for key in ("trials.parquet", "epochs.parquet"):
+        s3_server.client().delete_object(Bucket=bucket, Key=prefix + key)
+    rebuilt = run_module("pipelines.results", "rebuild", f"{uri}/s3run", env=s3_server.env(),
+                         timeout=120)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert "rebuilt trials.parquet and epochs.parquet with 3 trials" in rebuilt.stdout
+    again = s3_server.read_parquet(bucket, "team/tuning/s3run/trials.parquet")
+    assert sorted(again["param_C"]) == [0.1, 1.0, 10.0]
+    assert list(again.sort_values("trial_index")["cv_accuracy"]) == \
+        list(trials.sort_values("trial_index")["cv_accuracy"])
+    assert len(s3_server.read_parquet(bucket, "team/tuning/s3run/epochs.parquet")) == len(epochs)
+    missing = run_module("pipelines.results", "rebuild", f"{uri}/nothing-here",
+                         env=s3_server.env(), timeout=120)
+    assert missing.returncode == 2 and "holds no experiment.json" in missing.stderr
+
     # --resume reads the journal back from the object store and keeps the ended trials' rows.
     resumed = run_module("pipelines.svm", "--space", space, "--dataset", "iris",
                          "--storage", uri, "--name", "s3run", "--num-cpus", "2", "--resume",
