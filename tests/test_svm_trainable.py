@@ -110,6 +110,25 @@ def test_dataset_errors(tmp_path):
     path.write_text("a,y\n" + "".join(f"{i},0\n" for i in range(20)))
     with pytest.raises(DatasetError, match="fewer than two classes"):
         load_data(str(path), "y")
+    with pytest.raises(DatasetError, match="is a folder, not a .csv or .parquet file"):
+        check_dataset(str(tmp_path), "y")
+    rows = "".join(f"{i},{i % 2}\n" for i in range(40))
+    # Unlabelled rows are refused, not dropped: the splits would be of other rows than the file's.
+    (tmp_path / "gaps.csv").write_text("a,y\n" + rows + "7,\n8,\n")
+    with pytest.raises(DatasetError, match="'y' has 2 missing values; drop the unlabelled rows"):
+        load_data(str(tmp_path / "gaps.csv"), "y")
+    # A date as a feature would be nanoseconds since 1970.
+    import pandas as pd
+
+    dated = pd.DataFrame({"a": range(40), "when": pd.date_range("2026-01-01", periods=40),
+                          "y": [i % 2 for i in range(40)]})
+    dated.to_parquet(tmp_path / "dated.parquet")
+    with pytest.raises(DatasetError, match="feature column 'when' holds dates or durations"):
+        load_data(str(tmp_path / "dated.parquet"), "y")
+    # An upper-case extension is the same file type.
+    (tmp_path / "UPPER.CSV").write_text("a,y\n" + rows)
+    check_dataset(str(tmp_path / "UPPER.CSV"), "y")
+    assert load_data(str(tmp_path / "UPPER.CSV"), "y").describe()["n_features"] == 1
 
 
 def test_builtin_class_counts_are_the_datasets_scikit_learn_ships():

@@ -66,14 +66,16 @@ def check_dataset(dataset: str | None, target: str | None) -> None:
         if target is not None:
             raise DatasetError(f"--target applies only to a CSV or Parquet file, not to '{dataset or 'digits'}'")
         return
-    if not (dataset.endswith((".csv", ".parquet", ".pq")) or os.path.sep in dataset):
+    if not (_is_csv(dataset) or _is_parquet(dataset) or os.path.sep in dataset):
         raise DatasetError(
             f"unknown dataset '{dataset}': use one of {', '.join(BUILTIN_DATASETS)} "
             "or a path to a .csv or .parquet file"
         )
+    if os.path.isdir(dataset):
+        raise DatasetError(f"dataset '{dataset}' is a folder, not a .csv or .parquet file")
     if not os.path.isfile(dataset):
         raise DatasetError(f"dataset file '{dataset}' does not exist")
-    if not dataset.endswith((".csv", ".parquet", ".pq")):
+    if not (_is_csv(dataset) or _is_parquet(dataset)):
         raise DatasetError(f"dataset file '{dataset}' must end in .csv or .parquet")
     if target is None:
         raise DatasetError(f"dataset file '{dataset}' needs --target COLUMN naming the label column")
@@ -82,9 +84,17 @@ def check_dataset(dataset: str | None, target: str | None) -> None:
         raise DatasetError(f"--target column '{target}' is not in '{dataset}' (columns: {', '.join(columns[:20])})")
 
 
+def _is_csv(path: str) -> bool:
+    return path.lower().endswith(".csv")  # DATA.CSV too
+
+
+def _is_parquet(path: str) -> bool:
+    return path.lower().endswith((".parquet", ".pq"))
+
+
 def _file_columns(path: str) -> list[str]:
     try:
-        if path.endswith(".csv"):
+        if _is_csv(path):
             import pandas as pd
 
             return list(pd.read_csv(path, nrows=0).columns)
@@ -139,14 +149,22 @@ def _load_xy(dataset: str | None, target: str | None) -> tuple[str, np.ndarray, 
         return name, np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target), names
     import pandas as pd
 
-    frame = pd.read_csv(dataset) if dataset.endswith(".csv") else pd.read_parquet(dataset)
-    frame = frame.dropna(subset=[target])
+    frame = pd.read_csv(dataset) if _is_csv(dataset) else pd.read_parquet(dataset)
+    unlabelled = int(frame[target].isna().sum())
+    if unlabelled:  # dropping them quietly would train and test on other rows than the file's
+        raise DatasetError(f"dataset '{dataset}': --target column '{target}' has {unlabelled} "
+                           "missing values; drop the unlabelled rows first")
     y = frame.pop(target).to_numpy()
     missing = [c for c in frame.columns if frame[c].isna().any()]
     if missing:
         raise DatasetError(f"dataset '{dataset}': feature column '{missing[0]}' has missing values")
     if frame.shape[1] == 0:
         raise DatasetError(f"dataset '{dataset}' has no feature columns besides '{target}'")
+    dated = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])
+             or pd.api.types.is_timedelta64_dtype(frame[c])]
+    if dated:  # as a number it would be nanoseconds since 1970: convert it knowingly
+        raise DatasetError(f"dataset '{dataset}': feature column '{dated[0]}' holds dates or "
+                           "durations; convert it to numbers (or drop it) first")
     # Text columns become one-hot indicators, as a user of pandas would expect.
     frame = pd.get_dummies(frame, dtype=np.float64)
     X = frame.to_numpy(dtype=np.float64)
