@@ -409,7 +409,8 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
             hint = ""
             if "auth" in str(exc).lower() or not os.environ.get("RAY_AUTH_MODE"):
                 hint = ("; a cluster with token authentication also needs RAY_AUTH_MODE=token "
-                        "and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+                        "and its token (RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH, "
+                        "or ~/.ray/auth_token)")
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             cli.fail(f"cannot connect to Ray at {args.address}: {first}{hint}")
     else:
