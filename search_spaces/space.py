@@ -61,7 +61,7 @@ class SpaceError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
     """None, NaN or pandas' NA: a null cell read back from Parquet."""
     if value is None:
         return True
@@ -479,7 +479,7 @@ class Space:
     def present_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """``from_record`` before ``finalize``: the non-missing values of the space's params,
         and None for each missing one that is an active categorical's choice None."""
-        present = {k: v for k, v in values.items() if k in self.params and not _missing(v)}
+        present = {k: v for k, v in values.items() if k in self.params and not is_missing(v)}
         for name in self.order:  # parents first: a child's condition may be on a None choice
             param = self.params[name]
             if name in values and name not in present and isinstance(param, Categorical) and \

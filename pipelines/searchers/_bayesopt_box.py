@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.journal import finite_number as _finite
-from search_spaces.space import Space, SpaceError
+from search_spaces.space import Space, SpaceError, is_missing
 
 MAX_DEFAULT_N_INIT = 20
 
@@ -92,20 +92,12 @@ def warm_start_from_parquet(path: str, space: Space, metric: str,
         score = _finite(record[score_column])
         if score is None:
             continue
-        config = {name: _plain(record[col]) for name, col in columns.items()
-                  if not _is_missing(record[col])}
-        if not legacy:  # a null is also a categorical's choice None (older versions lost it)
-            config = space.present_values({name: _plain(record[col])
-                                           for name, col in columns.items()})
+        values = {name: _plain(record[col]) for name, col in columns.items()}
+        # A null is also a categorical's choice None (versions before 2026-12-07 lost it).
+        config = {k: v for k, v in values.items() if not is_missing(v)} if legacy else \
+            space.present_values(values)
         rows.append({"config": config, "score": score})
     return rows
-
-def _is_missing(value: Any) -> bool:
-    try:
-        return value is None or bool(value != value)  # NaN and pandas' NA
-    except TypeError:  # pd.NA refuses bool()
-        return True
-
 
 def _plain(value: Any) -> Any:
     """numpy scalars to Python ones, so configs pickle and print cleanly."""
