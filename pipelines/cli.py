@@ -290,14 +290,14 @@ def finish_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
         # On --resume the algorithm and scheduler come from experiment.json: the runner checks
         # these once it has adopted them (``check_cross_flags``), not against today's defaults.
         check_cross_flags(args)
-    if args.warm_start is not None and "://" not in args.warm_start and \
-            os.path.isdir(args.warm_start):
-        # An experiment's folder, most likely: its trials.parquet is the file to read.
-        inside = os.path.join(args.warm_start, "trials.parquet")
-        hint = f"; pass {inside}" if os.path.isfile(inside) else ""
-        fail(f"--warm-start '{args.warm_start}' is a folder, not a trials Parquet file{hint}")
-    if args.warm_start is not None and "://" not in args.warm_start and not os.path.isfile(args.warm_start):
-        fail(f"--warm-start file '{args.warm_start}' does not exist")
+    if args.warm_start is not None and "://" not in args.warm_start:
+        if os.path.isdir(args.warm_start):
+            # An experiment's folder, most likely: its trials.parquet is the file to read.
+            inside = os.path.join(args.warm_start, "trials.parquet")
+            hint = f"; pass {inside}" if os.path.isfile(inside) else ""
+            fail(f"--warm-start '{args.warm_start}' is a folder, not a trials Parquet file{hint}")
+        if not os.path.isfile(args.warm_start):
+            fail(f"--warm-start file '{args.warm_start}' does not exist")
     if args.address is None:
         args.address = os.environ.get("RAY_ADDRESS") or None
     if args.name is None:

@@ -1169,6 +1169,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
     print(f"trials       {counts['trials']} ({counts['finished']} finished, "
           f"{counts['stopped_early']} stopped early, {counts['errors']} errors) "
           f"in {time.time() - started:.1f} s", file=out)
+    how_to_continue = (f"interrupted  {len(rows)} of {prep.num_trials} trials ended; continue "
+                       f"with --resume --name {args.name}")
     if best is None:
         first_error = next((r.get("error") for r in rows if r.get("error")), None)
         print("best         none yet: interrupted before a trial ended" if interrupted and
@@ -1178,8 +1180,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         if report:
             print(f"report       {report}", file=out)
         if interrupted:  # Ctrl-C before any trial ended: the run continues with --resume
-            print(f"interrupted  {len(rows)} of {prep.num_trials} trials ended; continue with "
-                  f"--resume --name {args.name}", file=sys.stderr)
+            print(how_to_continue, file=sys.stderr)
             return 130
         return 1
     print(f"best config  {describe_config(config_from_row(best, space))}", file=out)
@@ -1193,8 +1194,10 @@ def run(task: Task, args: argparse.Namespace) -> int:
           f"experiment.json)", file=out)
     if report:
         print(f"report       {report}", file=out)
-    events = remaining > 0 or not storage.is_local or any(
-        glob.glob(os.path.join(storage.path(args.name), "*", "events.out.tfevents.*")))
+    # Looked for only where the line is printed: a resume that ran no trial, on a local disk.
+    events = not getattr(args, "tensorboard", False) or remaining > 0 or \
+        not storage.is_local or any(
+            glob.glob(os.path.join(storage.path(args.name), "*", "events.out.tfevents.*")))
     for line in trackers.summary_lines(args, storage.uri_of(args.name), events=events):
         print(line, file=out)
     if counts["errors"]:
@@ -1202,8 +1205,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         print(f"warning      {counts['errors']} trials failed; first error: {first_error}",
               file=sys.stderr)
     if interrupted:
-        print(f"interrupted  {len(rows)} of {prep.num_trials} trials ended; continue with "
-              f"--resume --name {args.name}", file=sys.stderr)
+        print(how_to_continue, file=sys.stderr)
     if evaluation_error:
         print(f"error: {evaluation_error}", file=sys.stderr)
         return 1

@@ -25,10 +25,10 @@ class RecordingASHA(ASHAScheduler):
             # last below max_t, keeping the top 1/reduction_factor at each, as
             # HalvingGridSearchCV does. Ray's milestones, grace * rf**k reports, would judge
             # reports 1 and 3 of 4 and let every survivor fit the 1/9 rung unjudged.
+            milestones = [float(m) for m in
+                          reversed(range(int(kwargs.get("grace_period", 1)), int(self._max_t)))]
             for bracket in self._brackets:
-                grace = kwargs.get("grace_period", 1)
-                bracket._rungs = [(float(m), {}) for m in
-                                  reversed(range(int(grace), int(self._max_t)))]
+                bracket._rungs = [(m, {}) for m in milestones]
 
     def seed_from_journal(self, log, metric: str, mode: str) -> int:
         """Put an earlier run's rung results back (``--resume``), so cutoffs after a resume
