@@ -180,6 +180,9 @@ def param_type(param: Any) -> pa.DataType:
     if isinstance(param, Float):
         return pa.float64()
     values = param.choices if isinstance(param, Categorical) else [param.value] if isinstance(param, Fixed) else []
+    # The choice None is stored as null in a column of the other choices' type, so
+    # Categorical([None, 8, 32]) (a forest's max_depth) is an int64 column, not a string one.
+    values = [v for v in values if v is not None]
     if values and all(isinstance(v, bool) for v in values):
         return pa.bool_()
     if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):

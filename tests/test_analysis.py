@@ -379,3 +379,33 @@ def test_a_none_choice_survives_parquet_in_the_best_config_warm_start_and_encodi
          "space": space.to_dict()}))
     encoded = analysis.encode_params(analysis.load_experiment(tmp_path / "e"))
     assert encoded["class_weight"].tolist() == [0.0, 1.0, 0.0]  # None's position, not "off"
+
+
+def test_a_none_choice_beside_numbers_keeps_a_numeric_column(tmp_path):
+    # Categorical([None, 8, 32]) is a forest's max_depth: the column is int64 with null for None
+    # (pandas reads it as a number), and the row still reads back as the config it was.
+    import pyarrow.parquet as pq
+
+    from pipelines.results import ResultsWriter
+    from pipelines.runner import config_from_row
+    from pipelines.storage import Storage
+    from pipelines.svm import METRICS
+    from search_spaces.space import Categorical, Space
+
+    space = Space(name="s", depth=Categorical([None, 8, 32]),
+                  scale=Categorical([None, 0.5, 2.0])).validate()
+    writer = ResultsWriter(Storage(str(tmp_path)), "e", space, METRICS, {}, {"experiment": "e"})
+    configs = [{"depth": None, "scale": 0.5}, {"depth": 8, "scale": None},
+               {"depth": 32, "scale": 2.0}]
+    for i, (config, score) in enumerate(zip(configs, [0.7, 0.9, 0.8])):
+        writer.start_trial(f"t{i}", i, config)
+        writer.add_result(f"t{i}", {"training_iteration": 1, "cv_accuracy": score,
+                                    "fidelity": 1.0})
+        writer.end_trial(f"t{i}", "finished")
+    writer.flush()
+    table = pq.read_table(tmp_path / "e" / "trials.parquet")
+    assert table.schema.field("param_depth").type == "int64"
+    assert table.schema.field("param_scale").type == "double"
+    assert table["param_depth"].to_pylist() == [None, 8, 32]
+    assert table["param_scale"].to_pylist() == [0.5, None, 2.0]
+    assert config_from_row(writer.best(), space) == {"depth": 8, "scale": None}
