@@ -480,6 +480,15 @@ class Space:
         """``from_record`` before ``finalize``: the non-missing values of the space's params,
         and None for each missing one that is an active categorical's choice None."""
         present = {k: v for k, v in values.items() if k in self.params and not is_missing(v)}
+        for name, value in present.items():
+            param = self.params[name]
+            if isinstance(param, Categorical) and isinstance(value, str) and \
+                    value not in param.choices:
+                # A categorical mixing text and numbers (["scale", 0.001]) is a string column:
+                # "0.001" is the choice whose text it is, when exactly one choice reads so.
+                same = [c for c in param.choices if c is not None and str(c) == value]
+                if len(same) == 1:
+                    present[name] = same[0]
         for name in self.order:  # parents first: a child's condition may be on a None choice
             param = self.params[name]
             if name in values and name not in present and isinstance(param, Categorical) and \

@@ -246,3 +246,13 @@ def test_a_stored_null_is_a_none_choice_where_active_and_inactive_elsewhere():
     # A param the record has no column for stays out (an older file, another space).
     assert "class_weight" not in space.from_record({"kernel": "rbf", "gamma": 0.1,
                                                     "shrinking": True})
+
+
+def test_a_row_of_a_categorical_mixing_text_and_numbers_reads_back_as_its_choice():
+    # Such a categorical is a string column in trials.parquet: "0.001" is the choice 0.001.
+    space = Space(name="s", gamma=Categorical(["scale", 0.001, 10]),
+                  flag=Categorical([True, "auto"]), same=Categorical(["1", 1])).validate()
+    assert space.from_record({"gamma": "0.001", "flag": "True", "same": "1"}) == \
+        {"gamma": 0.001, "flag": True, "same": "1"}
+    assert space.from_record({"gamma": "10", "flag": "auto", "same": "1"})["gamma"] == 10
+    assert space.from_record({"gamma": "scale", "flag": "auto", "same": "1"})["gamma"] == "scale"
