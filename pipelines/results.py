@@ -772,7 +772,9 @@ def rebuild_from_journal(experiment_dir: str) -> int:
     space = Space.from_dict(info["space"])
     writer = ResultsWriter(storage, name, space,
                            MetricColumns.from_dict(info["metrics"]), {},
-                           {"experiment": info.get("name"), "task": info.get("task")},
+                           # the folder's name, as the rows' experiment column has it (a copied
+                           # folder is the experiment of that name, as --resume makes it)
+                           {"experiment": name, "task": info.get("task")},
                            iteration_key=info.get("iteration_key", "training_iteration"))
     count = writer.load_journal()
     writer.flush()

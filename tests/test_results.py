@@ -37,6 +37,25 @@ def test_finished_trial_survives_a_crash_before_the_parquet_flush(tmp_path):
     assert len(pd.read_parquet(tmp_path / "exp" / "epochs.parquet")) == 1
 
 
+
+def test_a_rebuild_in_a_copied_folder_names_one_experiment_in_rows_and_metadata(tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    writer = _writer(tmp_path)
+    writer.start_trial("a", 0, {"kernel": "linear", "C": 1.0})
+    writer.add_result("a", {"score": 0.9, "fidelity": 1.0, "training_iteration": 1})
+    writer.end_trial("a", "finished")
+    write_experiment_json(Storage(str(tmp_path)), "exp",
+                          {"name": "exp", "space": load_space("svm").to_dict(), "metrics": METRICS.to_dict()})
+    shutil.copytree(tmp_path / "exp", tmp_path / "copy")
+    assert main(["rebuild", str(tmp_path / "copy")]) == 0
+    for name in ("trials.parquet", "epochs.parquet"):
+        table = pq.read_table(tmp_path / "copy" / name)
+        meta = json.loads(table.schema.metadata[b"tune_pipeline"])
+        assert table["experiment"].to_pylist() == ["copy"] and meta["experiment"] == "copy"
+
 def test_journal_reload_keeps_finished_trials(tmp_path):
     writer = _writer(tmp_path)
     for i, score in enumerate([0.5, 0.7]):
