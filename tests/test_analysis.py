@@ -409,3 +409,27 @@ def test_a_none_choice_beside_numbers_keeps_a_numeric_column(tmp_path):
     assert table["param_depth"].to_pylist() == [None, 8, 32]
     assert table["param_scale"].to_pylist() == [0.5, None, 2.0]
     assert config_from_row(writer.best(), space) == {"depth": 8, "scale": None}
+
+
+
+def test_a_categorical_mixing_text_and_numbers_encodes_every_choice(tmp_path):
+    # ["scale", 0.001, 10] is a string column; "0.001" is still the choice 0.001 (position 0.5).
+    from pipelines.results import ResultsWriter
+    from pipelines.storage import Storage
+    from pipelines.svm import METRICS
+    from search_spaces.space import Categorical, Space
+
+    space = Space(name="s", gamma=Categorical(["scale", 0.001, 10])).validate()
+    writer = ResultsWriter(Storage(str(tmp_path)), "e", space, METRICS, {}, {"experiment": "e"})
+    for i, gamma in enumerate(["scale", 0.001, 10]):
+        writer.start_trial(f"t{i}", i, {"gamma": gamma})
+        writer.add_result(f"t{i}", {"training_iteration": 1, "cv_accuracy": 0.5 + i / 10,
+                                    "fidelity": 1.0})
+        writer.end_trial(f"t{i}", "finished")
+    writer.flush()
+    (tmp_path / "e" / "experiment.json").write_text(json.dumps(
+        {"name": "e", "schema_version": 1, "metrics": METRICS.to_dict(),
+         "space": space.to_dict()}))
+    exp = analysis.load_experiment(tmp_path / "e")
+    assert exp.trials["param_gamma"].tolist() == ["scale", "0.001", "10"]
+    assert analysis.encode_params(exp)["gamma"].tolist() == [0.0, 0.5, 1.0]
