@@ -397,7 +397,7 @@ def test_a_none_choice_beside_numbers_keeps_a_numeric_column(tmp_path):
     writer = ResultsWriter(Storage(str(tmp_path)), "e", space, METRICS, {}, {"experiment": "e"})
     configs = [{"depth": None, "scale": 0.5}, {"depth": 8, "scale": None},
                {"depth": 32, "scale": 2.0}]
-    for i, (config, score) in enumerate(zip(configs, [0.7, 0.9, 0.8])):
+    for i, (config, score) in enumerate(zip(configs, [0.7, 0.9, 0.8], strict=True)):
         writer.start_trial(f"t{i}", i, config)
         writer.add_result(f"t{i}", {"training_iteration": 1, "cv_accuracy": score,
                                     "fidelity": 1.0})
