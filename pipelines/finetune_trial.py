@@ -230,12 +230,23 @@ def make_trial(
                 storage_path=storage_path,
                 storage_filesystem=filesystem,
                 callbacks=[TuneReportCallback()],
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
+                checkpoint_config=train_checkpoint_config(keep_checkpoints),
             ),
         )
         trainer.fit()
 
     return finetune_ddp, dict(_DRIVER_RESOURCES)
+
+
+def train_checkpoint_config(keep_checkpoints: int | None):
+    """The inner Train run's checkpoint rule: the best ``keep_checkpoints`` by ``val_accuracy``,
+    as the Tuner keeps a one-worker trial's (Train also keeps the latest, to resume from).
+    Without a score Train keeps the most recent ones, and the selected epoch's would go."""
+    import ray.train
+
+    return ray.train.CheckpointConfig(num_to_keep=keep_checkpoints,
+                                      checkpoint_score_attribute="val_accuracy",
+                                      checkpoint_score_order="max")
 
 
 def _trainer_class(torch_trainer: type) -> type:

@@ -78,7 +78,7 @@ def test_ddp_trials_record_their_checkpoint_and_are_tested(tmp_path):
     proc = run_module("pipelines.finetune", "--workers-per-trial", "2", "--algo", "random",
                       "--num-samples", "2", "--epochs", "2", "--seed", "0", "--no-baseline",
                       "--output", str(tmp_path), "--name", "ddp", "--num-cpus", "2",
-                      "--max-concurrent", "1")
+                      "--max-concurrent", "1", "--keep-checkpoints", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     exp = tmp_path / "ddp"
     trials = pd.read_parquet(exp / "trials.parquet")
@@ -92,6 +92,17 @@ def test_ddp_trials_record_their_checkpoint_and_are_tested(tmp_path):
     best = trials.set_index("trial_id").loc[info["best"]["trial_id"]]
     assert info["best"]["epoch"] == best["best_iteration"]
     assert (exp / "best_model.pt").is_file()
+    # --keep-checkpoints 1 keeps each trial's selected epoch (by val_accuracy), and the latest.
+    from pipelines.finetune_trial import train_checkpoint_config
+    from trainables.finetune import load_checkpoint_state
+
+    rule = train_checkpoint_config(1)
+    assert (rule.num_to_keep, rule.checkpoint_score_attribute, rule.checkpoint_score_order) == \
+        (1, "val_accuracy", "max")
+    for trial in trials.itertuples():
+        kept = {load_checkpoint_state(str(path.parent))["epoch"]
+                for path in exp.glob(f"*{trial.trial_id}*/**/state.pt")}
+        assert {trial.best_iteration, 2} <= kept, (trial.trial_id, kept)
     # A Train run's checkpoints sit one folder deeper; a moved experiment finds them too.
     _moved_then_resumed_is_tested_on_its_own_checkpoint(tmp_path, "ddp", info)
 
