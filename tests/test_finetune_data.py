@@ -130,6 +130,53 @@ def test_imagefolder_with_train_and_test_subtrees_and_grayscale(tmp_path):
     assert splits.train.images.shape[1:] == (1, 16, 16)
 
 
+def test_imagefolder_with_train_and_val_subtrees_keeps_its_classes_and_carves_test(tmp_path):
+    # The ImageNet/Kaggle layout: train/ and val/, no test/. Its classes are a and b (never
+    # "train" and "val"); val/ is the validation split, and the test rows come out of train/.
+    write_folder(tmp_path / "d" / "train", classes=("a", "b"), per_class=10, mode="L")
+    write_folder(tmp_path / "d" / "val", classes=("a", "b"), per_class=4, mode="L")
+    spec = resolve_dataset(str(tmp_path / "d"))
+    assert spec.class_names == ("a", "b")
+    splits = load_dataset(spec)
+    assert len(splits.val) == 8 and len(splits.train) + len(splits.test) == 20
+    assert sorted(set(splits.test.labels.tolist())) == [0, 1] and len(splits.train) > len(splits.test)
+    # Its own val/ folder is the validation split: a val fraction would be ignored.
+    with pytest.raises(DataError, match="its own val/ folder"):
+        resolve_dataset(str(tmp_path / "d"), val_fraction=0.3)
+    # train/ and test/: the val rows come out of train/, and a val fraction sets their share.
+    write_folder(tmp_path / "e" / "train", classes=("a", "b"), per_class=10, mode="L")
+    write_folder(tmp_path / "e" / "test", classes=("a", "b"), per_class=3, mode="L")
+    assert len(load_dataset(resolve_dataset(str(tmp_path / "e"), val_fraction=0.5)).val) == 10
+
+
+def test_imagefolder_skips_hidden_folders_when_it_loads(tmp_path):
+    write_folder(tmp_path / "pets", classes=("cat", "dog"), per_class=6)
+    (tmp_path / "pets" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "pets" / ".cache").mkdir()
+    write_folder(tmp_path / "pets" / ".cache", classes=("x",), per_class=2)
+    spec = resolve_dataset(str(tmp_path / "pets"))
+    assert spec.class_names == ("cat", "dog")
+    splits = load_dataset(spec)
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 12
+
+
+def test_imagefolder_of_16_bit_grey_pngs_keeps_their_levels(tmp_path):
+    rng = np.random.default_rng(0)
+    for label, (low, high) in {"dark": (1000, 9000), "light": (40000, 60000)}.items():
+        folder = tmp_path / "x" / label
+        folder.mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(low, high, size=(8, 8)).astype(np.uint16)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    spec = resolve_dataset(str(tmp_path / "x"))
+    assert spec.in_channels == 1
+    splits = load_dataset(spec)
+    images = torch.cat([s.images for s in (splits.train, splits.val, splits.test)]).float()
+    labels = torch.cat([s.labels for s in (splits.train, splits.val, splits.test)])
+    dark, light = images[labels == 0].mean(), images[labels == 1].mean()
+    assert 3 < dark < 36 and 155 < light < 234  # 16-bit levels / 257, not clipped at 255
+
+
 def test_imagefolder_needs_classes(tmp_path):
     (tmp_path / "flat").mkdir()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "flat" / "x.png")

@@ -238,6 +238,10 @@ def resolve_dataset(
     if train_fraction is not None:
         changes["train_fraction"] = float(train_fraction)
     if val_fraction is not None:
+        if _own_val_folder(spec):
+            raise DataError(f"ImageFolder '{spec.root}' has its own val/ folder, which is the "
+                            f"validation split: a val fraction ({val_fraction}) would not be "
+                            "used; leave it out")
         if float(val_fraction) + spec.test_fraction >= 0.95:
             raise DataError(
                 f"val fraction {val_fraction} and the test split's {spec.test_fraction} leave "
@@ -323,15 +327,32 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
 def _class_dirs(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _layout(root: Path) -> set[str]:
+    """The split folders of a pre-split ImageFolder tree (``train/`` beside ``val/``, ``test/``
+    or both, each with one folder per class): {"train", "val"?, "test"?}; empty for a tree of
+    class folders, which the pipeline splits itself."""
+    subsets = set(_class_dirs(root))
+    if "train" in subsets and subsets & {"val", "test"}:
+        return subsets & {"train", "val", "test"}
+    return set()
+
+
+def _own_val_folder(spec: DatasetSpec) -> bool:
+    return spec.kind == "imagefolder" and "val" in _layout(Path(spec.root or ""))
 
 
 def _resolve_imagefolder(root: Path, image_size, train_limit, split_seed) -> DatasetSpec:
     from PIL import Image
 
-    subsets = {d for d in _class_dirs(root)}
-    presplit = "train" in subsets and "test" in subsets
+    layout = _layout(root)
+    presplit = bool(layout)
     class_root = root / "train" if presplit else root
     classes = _class_dirs(class_root)
     if len(classes) < 2:
@@ -342,17 +363,16 @@ def _resolve_imagefolder(root: Path, image_size, train_limit, split_seed) -> Dat
     empty = [c for c in classes if not _image_files(class_root / c)]
     if empty:
         raise DataError(f"ImageFolder '{root}': class folder(s) {', '.join(empty)} hold no images")
-    if presplit:
-        for subset in ("test", "val"):
-            if subset in subsets and _class_dirs(root / subset) != classes:
-                raise DataError(f"ImageFolder '{root}': {subset}/ has other classes than train/")
+    for subset in sorted(layout - {"train"}):
+        if _class_dirs(root / subset) != classes:
+            raise DataError(f"ImageFolder '{root}': {subset}/ has other classes than train/")
     first = _image_files(class_root / classes[0])[0]
     try:
         with Image.open(first) as img:
             mode, (width, height) = img.mode, img.size
     except OSError as exc:
         raise DataError(f"ImageFolder '{root}': cannot read image '{first}': {exc}") from None
-    channels = 1 if mode in ("1", "L", "I", "I;16", "F") else 3
+    channels = 1 if mode in _GREY_MODES else 3
     if image_size is None:
         side = min(max(height, width), _MAX_IMAGE_SIDE)
         size = (side, side)
@@ -367,7 +387,8 @@ def _resolve_imagefolder(root: Path, image_size, train_limit, split_seed) -> Dat
         image_size=size,
         class_names=tuple(classes),
         val_fraction=FOLDER_DEFAULT_VAL,
-        test_fraction=0.0 if presplit else 0.15,
+        # train/ + val/ without test/: the test rows are carved out of train/.
+        test_fraction=0.0 if "test" in layout else 0.15,
         split_seed=split_seed,
         train_limit=train_limit,
     )
@@ -577,7 +598,14 @@ def _read_folder(folder: Path, spec: DatasetSpec):
     import torchvision.datasets as tvd
     from PIL import Image
 
-    dataset = tvd.ImageFolder(str(folder))
+    class VisibleImageFolder(tvd.ImageFolder):
+        # Hidden folders (.ipynb_checkpoints, .DS_Store's kin) are no classes, as in
+        # resolve_dataset's check; torchvision's ImageFolder would take them as classes.
+        def find_classes(self, directory):
+            classes = _class_dirs(Path(directory))
+            return classes, {c: i for i, c in enumerate(classes)}
+
+    dataset = VisibleImageFolder(str(folder))
     if tuple(dataset.classes) != spec.class_names:
         raise DataError(
             f"ImageFolder '{folder}' has classes {dataset.classes}, expected {list(spec.class_names)}"
@@ -587,7 +615,7 @@ def _read_folder(folder: Path, spec: DatasetSpec):
     images = np.empty((len(dataset.samples), spec.in_channels, height, width), dtype=np.uint8)
     for i, (path, _) in enumerate(dataset.samples):
         with Image.open(path) as img:
-            img = img.convert(mode)
+            img = _to_8_bit(img).convert(mode)
             if img.size != (width, height):
                 img = img.resize((width, height), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
@@ -595,12 +623,29 @@ def _read_folder(folder: Path, spec: DatasetSpec):
     return images, np.asarray(dataset.targets, dtype=np.int64)
 
 
+def _to_8_bit(img):
+    """16- and 32-bit grey images (PNG's 16-bit grey opens as "I;16" or "I") as 8-bit "L",
+    scaled from 16 bits (Pillow's own conversion saturates every value above 255)."""
+    from PIL import Image
+
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        values = np.asarray(img, dtype=np.float64)
+        return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), "L")
+    return img
+
+
 def _imagefolder_arrays(spec: DatasetSpec):
     root = Path(spec.root or "")
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    layout = _layout(root)
+    if layout:
         x_train, y_train = _read_folder(root / "train", spec)
-        x_test, y_test = _read_folder(root / "test", spec)
-        if (root / "val").is_dir():
+        if "test" in layout:
+            x_test, y_test = _read_folder(root / "test", spec)
+        else:  # train/ and val/: the test rows come out of train/
+            train, test = _stratified_split(y_train, (spec.test_fraction,), spec.split_seed)
+            x_train, y_train, x_test, y_test = x_train[train], y_train[train], x_train[test], \
+                y_train[test]
+        if "val" in layout:
             x_val, y_val = _read_folder(root / "val", spec)
             return (x_train, y_train), (x_val, y_val), (x_test, y_test)
         train, val = _stratified_split(y_train, (spec.val_fraction,), spec.split_seed)
