@@ -158,3 +158,42 @@ def test_an_experiment_started_with_another_max_t_still_resumes():
         _check(args)
     args.resume = True
     _check(args)
+
+
+def test_a_baseline_that_cannot_run_leaves_the_tuned_networks_test_score(tmp_path):
+    # Few labels: class "a" has one train + val image, too few to cross-validate an SVM. The
+    # network's test score (already computed) is kept, and the summary says why no SVM ran.
+    import argparse
+
+    import numpy as np
+    from PIL import Image
+
+    from pipelines.finetune import _evaluate, _summary, svm_baseline
+    from pipelines.storage import Storage
+    from trainables.finetune import train_loop
+    from trainables.image_data import resolve_dataset
+    from trainables.image_models import resolve_model
+    from trainables.session import LocalSession
+
+    rng = np.random.default_rng(0)
+    for split, counts in {"train": {"a": 1, "b": 6}, "test": {"a": 2, "b": 2}}.items():
+        for label, n in counts.items():
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 60, (8, 8)) + (150 if label == "b" else 0)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    data = resolve_dataset(str(tmp_path / "data"))
+    model = resolve_model("small_cnn", "none", data)
+    with pytest.raises(ValueError, match="at least 2 train \\+ val rows of every class"):
+        svm_baseline(data)
+    with LocalSession() as session:
+        train_loop({"batch_size": 4, "patience": 0}, data, model, 1, session)
+        args = argparse.Namespace(no_baseline=False, name="e", split_seed=0, model="small_cnn",
+                                  _storage=Storage(str(tmp_path / "out")))
+        result = _evaluate(args, {"data_spec": data, "model_spec": model},
+                           {"trial_id": "t", "checkpoint": session.checkpoints[-1]}, {})
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and (tmp_path / "out" / "e" / "best_model.pt").is_file()
+    assert "svm_test_accuracy" not in result and "at least 2" in result["svm_baseline_error"]
+    lines = _summary(args, {}, {"iterations": 1, "best_val_accuracy": 1.0}, result)
+    assert any(line.startswith("tuned SVM baseline not run: the SVM baseline needs") for line in lines)
