@@ -233,6 +233,31 @@ def _config_keys() -> frozenset[str]:
     return frozenset(DEFAULTS)
 
 
+def _check_space(space) -> None:
+    """Every value the space can give each parameter, as a trial would check it: the choices,
+    a range's ends and grid values (the rules are bounds, so the ends stand for the range)."""
+    from search_spaces.space import Categorical, Fixed, Float, Int
+    from trainables.finetune import INT_KEYS, check_value  # no torch import
+
+    for name, param in space.params.items():
+        if isinstance(param, Categorical):
+            values = list(param.choices)
+        elif isinstance(param, Fixed):
+            values = [param.value]
+        elif isinstance(param, Float):
+            if name in INT_KEYS and not isinstance(param, Int):
+                raise ValueError(f"parameter '{name}' is a Float, but trials read it as a whole "
+                                 "number: use Int (or a Categorical of whole numbers)")
+            values = [param.low, param.high, *(param.grid_values or [])]
+        else:
+            continue
+        for value in values:
+            try:
+                check_value(name, value)
+            except ValueError as exc:
+                raise ValueError(f"parameter '{name}': {exc}") from None
+
+
 TASK = Task(
     name="finetune",
     metrics=METRICS,
@@ -252,6 +277,7 @@ TASK = Task(
     reuse_actors=lambda args: True,
     time_attr="epoch",
     config_keys=_config_keys,
+    check_space=_check_space,
     unset_means={"dataset": "digits-transfer"},
 )
 

@@ -101,6 +101,8 @@ class Task:
     needs_dashboard: Callable[[argparse.Namespace], bool] = lambda args: False
     reuse_actors: Callable[[argparse.Namespace], bool] = lambda args: False
     config_keys: Callable[[], frozenset[str]] | None = None
+    # Raises ValueError naming a parameter whose values the trials would refuse (new runs).
+    check_space: Callable[[Space], None] | None = None
     unset_means: Mapping[str, Any] = field(default_factory=dict)
     extra_info: Callable[[argparse.Namespace, Any], dict] = lambda args, data: {}
     checkpoint_config: Callable[[argparse.Namespace], Any] = lambda args: None
@@ -286,6 +288,11 @@ def prepare(task: Task, args: argparse.Namespace) -> Prepared:
     if unknown:
         cli.fail(f"space '{args.space}': {task.name} trials do not use "
                  f"{', '.join(repr(k) for k in unknown)}; they read {', '.join(sorted(known))}")
+    if task.check_space is not None and previous is None:
+        try:
+            task.check_space(space)
+        except ValueError as exc:
+            cli.fail(f"space '{args.space}': {exc}")
     if args.scheduler == "asha":
         max_t = full_budget(task, args)
         if args.grace_period > max_t:

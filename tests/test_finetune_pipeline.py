@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from search_spaces.loader import load_space
 from tests.helpers import run_module
 
 
@@ -197,3 +198,46 @@ def test_a_baseline_that_cannot_run_leaves_the_tuned_networks_test_score(tmp_pat
     assert "svm_test_accuracy" not in result and "at least 2" in result["svm_baseline_error"]
     lines = _summary(args, {}, {"iterations": 1, "best_val_accuracy": 1.0}, result)
     assert any(line.startswith("tuned SVM baseline not run: the SVM baseline needs") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "name, param, expected",
+    [
+        ("optimizer", 'Categorical(["adamw", "sgd"])', "config 'optimizer' must be one of"),
+        ("schedule", 'Categorical(["none", "linear"])', "config 'schedule' must be one of"),
+        ("batch_size", "Float(16, 128)", "is a Float, but trials read it as a whole number"),
+        ("batch_size", "Categorical([32, 48.5])", "config 'batch_size' must be a whole number, got 48.5"),
+        ("freeze_epochs", "Fixed(0.5)", "config 'freeze_epochs' must be a whole number"),
+        ("clip_norm", "Float(-1.0, 1.0)", "config 'clip_norm' must be >= 0 or None, got -1.0"),
+        ("beta1", "Float(0.9, 1.2)", "config 'beta1' must be in [0, 1)"),
+        ("step_size", "Fixed(0)", "config 'step_size' must be >= 1, got 0"),
+    ],
+)
+def test_space_values_the_trials_would_refuse_are_refused_before_ray(name, param, expected):
+    # Every trial would error (or train on a truncated value) minutes later; refused up front.
+    from pipelines.finetune import _check_space
+    from search_spaces.space import Categorical, Fixed, Float, LogFloat, Space
+
+    kinds = {"Categorical": Categorical, "Fixed": Fixed, "Float": Float}
+    space = Space(name="s", lr=LogFloat(1e-4, 1e-2),
+                  **{name: eval(param, {}, kinds)}).validate()
+    with pytest.raises(ValueError) as info:
+        _check_space(space)
+    assert str(info.value).startswith(f"parameter '{name}'") and expected in str(info.value)
+
+
+def test_the_shipped_space_passes_the_value_check_and_a_bad_file_is_one_line(tmp_path):
+    from pipelines.finetune import _check_space
+
+    _check_space(load_space("adam_finetune"))
+    space = tmp_path / "bad.py"
+    space.write_text("from search_spaces.space import Categorical, LogFloat, Space\n"
+                     "SPACE = Space(name='bad', lr=LogFloat(1e-4, 1e-2), "
+                     "optimizer=Categorical(['adamw', 'sgd']))\n")
+    proc = run_module("pipelines.finetune", "--space", str(space), "--algo", "random",
+                      "--output", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: space '{space}': parameter 'optimizer': config 'optimizer' must be "
+                     "one of ('adam', 'adamw'), got 'sgd'"], proc.stderr
+    assert not (tmp_path / "out").exists()

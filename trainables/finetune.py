@@ -54,6 +54,7 @@ __all__ = [
     "CHECKPOINT_FILE",
     "DEFAULTS",
     "evaluate_split",
+    "check_value",
     "load_checkpoint_state",
     "lr_factor",
     "resolve_config",
@@ -89,6 +90,25 @@ DEFAULTS: dict[str, Any] = {
 }
 SCHEDULES = ("none", "step", "exponential", "cosine")
 OPTIMIZERS = ("adam", "adamw")
+# Keys the loop reads as whole numbers (``int(...)``): 16.5 would silently train as 16.
+INT_KEYS = frozenset({"batch_size", "warmup_epochs", "warmup_steps", "step_size",
+                      "freeze_epochs", "patience", "seed", "eval_batch_size"})
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise ValueError (naming the key and what it takes) if a trial would refuse ``value`` for
+    ``key`` or read it as another number; a space's values are checked this way before Ray
+    starts (``pipelines.finetune``)."""
+    if key in INT_KEYS and value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+            or not float(value).is_integer()):
+        raise ValueError(f"config '{key}' must be a whole number, got {value!r}")
+    # step_size is read only by the step schedule: check it as that schedule would.
+    context = {"schedule": "step"} if key == "step_size" else {}
+    try:
+        resolve_config({**context, key: value})
+    except TypeError:
+        raise ValueError(f"config '{key}' cannot be {value!r}") from None
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +148,16 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"config 'backbone_lr_mult' must be >= 0, got {cfg['backbone_lr_mult']!r}")
     if cfg["schedule"] == "step" and int(cfg["step_size"]) < 1:
         raise ValueError(f"config 'step_size' must be >= 1, got {cfg['step_size']!r}")
+    for key in ("gamma_step", "gamma_exp"):
+        if not float(cfg[key]) > 0:
+            raise ValueError(f"config '{key}' must be > 0, got {cfg[key]!r}")
+    if not 0 <= float(cfg["min_lr_ratio"]) <= 1:
+        raise ValueError(f"config 'min_lr_ratio' must be in [0, 1], got {cfg['min_lr_ratio']!r}")
+    if cfg["clip_norm"] is not None and not float(cfg["clip_norm"]) >= 0:
+        # clip_grad_norm_ with a negative norm would flip every gradient
+        raise ValueError(f"config 'clip_norm' must be >= 0 or None, got {cfg['clip_norm']!r}")
+    if cfg["warmup_steps"] is not None and int(cfg["warmup_steps"]) < 0:
+        raise ValueError(f"config 'warmup_steps' must be >= 0, got {cfg['warmup_steps']!r}")
     return cfg
 
 
