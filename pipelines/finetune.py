@@ -182,8 +182,9 @@ def svm_baseline(data_spec, seed: int = 0) -> dict:
     grid = [{f"svc__{k}": [v] for k, v in c.items()} for c in load_space("svm").grid()
             if c["kernel"] != "poly"]  # poly adds minutes on pixels and never wins there
     # 3 stratified folds, fewer where a class has fewer rows (a few-labels study).
-    fewest = int(np.bincount(y_train).min(initial=0)) if len(y_train) else 0
-    if len(np.unique(y_train)) < 2 or fewest < 2:
+    counts = np.unique(y_train, return_counts=True)[1]
+    fewest = int(counts.min()) if len(counts) else 0
+    if len(counts) < 2 or fewest < 2:
         raise ValueError(f"the SVM baseline needs at least 2 train + val rows of every class to "
                          f"cross-validate; the fewest are {fewest}")
     folds = min(3, fewest)
