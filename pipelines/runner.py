@@ -18,6 +18,7 @@ import glob
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -925,10 +926,39 @@ def _shutdown_ray_in_background() -> threading.Thread:
             stop_ray()
         except Exception as exc:  # a failed shutdown must not lose the results already written
             logging.getLogger(__name__).warning("ray.shutdown failed: %s", exc)
+        finally:
+            _rearm_sigterm()
 
     thread = threading.Thread(target=stop, name="ray-shutdown")
     thread.start()
     return thread
+
+
+def _rearm_sigterm() -> None:
+    """Give SIGTERM back to Python's handler after ``ray.shutdown()``, which sets the process's
+    SIGTERM action to the default (terminate) below Python: ``signal.getsignal`` still names the
+    pipeline's handler, but a SIGTERM during the final evaluation would kill the driver with
+    ``experiment.json`` left ``running``. Runs on the shutdown thread, where ``signal.signal``
+    is not allowed, so the action is copied from SIGINT's, which is Python's own C handler
+    (the same for every signal; it queues the signal for the Python handler). Does nothing
+    where that cannot be done (no POSIX ``sigaction``)."""
+    import ctypes
+    import signal
+
+    try:
+        if not callable(signal.getsignal(signal.SIGTERM)) or \
+                not callable(signal.getsignal(signal.SIGINT)):
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        action = ctypes.create_string_buffer(1024)  # any platform's struct sigaction fits
+        if libc.sigaction(int(signal.SIGTERM), None, action) != 0:
+            return
+        if ctypes.cast(action, ctypes.POINTER(ctypes.c_void_p))[0]:
+            return  # not the default action: nothing reset it
+        if libc.sigaction(int(signal.SIGINT), None, action) == 0:
+            libc.sigaction(int(signal.SIGTERM), action, None)
+    except (AttributeError, OSError, TypeError, ValueError):
+        pass
 
 
 def sigterm_as_ctrl_c() -> None:
@@ -1099,11 +1129,16 @@ def run(task: Task, args: argparse.Namespace) -> int:
             os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         tuner = build_tuner(task, prep, data, writer, progress, remaining, journal_log)
         phases["tuner_build"] = time.time() - tune_started
+        sigint_before = signal.getsignal(signal.SIGINT)
         try:
             tuner.fit()
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            # Tune leaves its SIGINT handler (a graceful stop of trials) installed after the
+            # run: a Ctrl-C during the final evaluation would only set its flag.
+            signal.signal(signal.SIGINT, sigint_before if callable(sigint_before)
+                          else signal.default_int_handler)
             writer.flush()
             if strict_check is None:
                 os.environ.pop("TUNE_DISABLE_STRICT_METRIC_CHECKING", None)
@@ -1128,13 +1163,16 @@ def run(task: Task, args: argparse.Namespace) -> int:
     stopping = _shutdown_ray_in_background()
     evaluation: dict[str, Any] = {}
     evaluation_error = None
+    evaluation_interrupted = False
     if best is not None and not interrupted:
-        pause_point("evaluate")  # the reliability tests kill the driver here
         evaluation_started = time.time()
         try:
+            pause_point("evaluate")  # the reliability tests kill or signal the driver here
             evaluation = task.evaluate(args, data, best, config_from_row(best, space))
         except EvaluationError as exc:
             evaluation_error = str(exc)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: --resume runs the evaluation again
+            interrupted = evaluation_interrupted = True
         phases["evaluation"] = time.time() - evaluation_started
 
     counts = {
@@ -1178,6 +1216,9 @@ def run(task: Task, args: argparse.Namespace) -> int:
           f"in {time.time() - started:.1f} s", file=out)
     how_to_continue = (f"interrupted  {len(rows)} of {prep.num_trials} trials ended; continue "
                        f"with --resume --name {args.name}")
+    if evaluation_interrupted:
+        how_to_continue = (f"interrupted  during the final evaluation (every trial ended); "
+                           f"--resume --name {args.name} runs it")
     if best is None:
         first_error = next((r.get("error") for r in rows if r.get("error")), None)
         print("best         none yet: interrupted before a trial ended" if interrupted and

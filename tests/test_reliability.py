@@ -345,6 +345,42 @@ def test_ctrl_c_before_any_trial_ends_says_how_to_continue(tmp_path):
     assert json.loads((folder / "experiment.json").read_text())["status"] == "interrupted"
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for ``signum`` below Python (``/proc``'s SigCgt)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught >> (signum - 1) & 1)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_final_evaluation_is_an_interrupted_run_that_resumes(signum, tmp_path):
+    # Ray's shutdown (on a thread, beside the evaluation) set SIGTERM back to "terminate" below
+    # Python, and Tune's SIGINT handler outlived the run, so the first Ctrl-C did nothing.
+    (tmp_path / "space.py").write_text(SVM_SPACE)
+    folder = tmp_path / "results" / "exp"
+    marker = tmp_path / "paused"
+    proc = _start("pipelines.svm", [*_svm_args("space.py"), "--name", "exp", "--no-report"],
+                  tmp_path, TUNE_PIPELINE_PAUSE_AT="evaluate", TUNE_PIPELINE_PAUSE_FILE=str(marker))
+    _wait(marker.exists, proc)
+    time.sleep(5)  # Ray's shutdown, begun just before the pause, has ended
+    _wait(lambda: _catches(proc.pid, signum), proc, timeout=30)
+    os.kill(proc.pid, signum)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        _sigkill_driver(proc)
+        pytest.fail(f"signal {signum} during the evaluation did not stop the run")
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert "interrupted  during the final evaluation (every trial ended); --resume --name exp " \
+        "runs it" in err
+    info = json.loads((folder / "experiment.json").read_text())
+    assert info["status"] == "interrupted" and "test_accuracy" not in (info["best"] or {})
+    resumed = run_module("pipelines.svm", "--resume", "--name", "exp", cwd=str(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    _, _, info = _check_complete(folder, 6)
+    assert 0.0 < info["best"]["test_accuracy"] <= 1.0
+
 def test_sigterm_mid_run_is_an_interrupted_run_that_resumes(tmp_path):
     # timeout, Slurm, Kubernetes and systemd stop a job with SIGTERM: it ends as Ctrl-C does,
     # status interrupted with the line that says how to continue, and --resume finishes it.
