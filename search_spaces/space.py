@@ -61,6 +61,13 @@ class SpaceError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+def is_one_of(value: Any, values: Sequence[Any]) -> bool:
+    """``value in values``, but True and 1 (False and 0) are not the same choice: Python's
+    ``==`` says they are, and a space can list both (``Categorical([True, 1, 0, False])``)."""
+    flag = isinstance(value, (bool, np.bool_))
+    return any(isinstance(v, (bool, np.bool_)) == flag and v == value for v in values)
+
+
 def is_missing(value: Any) -> bool:
     """None, NaN or pandas' NA: a null cell read back from Parquet."""
     if value is None:
@@ -305,7 +312,7 @@ class Categorical(Param):
         super().check()
 
     def check_value(self, value: Any, what: str = "value") -> None:
-        if value not in self.choices:
+        if not is_one_of(value, self.choices):
             raise self.error(f"{what} {value!r} is not one of {self.choices!r}")
 
     def grid(self) -> list[Any]:
@@ -447,7 +454,7 @@ class Space:
         for parent, values in self.params[name].when.items():
             if parent not in config or not self.is_active(parent, config):
                 return False
-            if config[parent] not in values:
+            if not is_one_of(config[parent], values):
                 return False
         return True
 
