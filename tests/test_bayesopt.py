@@ -379,6 +379,35 @@ def test_warm_start_rows_with_bad_shape_are_skipped():
     assert searcher.n_warm_started == 1
 
 
+def test_warm_start_never_learns_another_fixed_value_or_a_rounded_int_as_this_spaces_config():
+    # Rows of an earlier, wider space: kernel rbf scored where this space fixes linear, and
+    # n = 2.4 where n is an Int. check_config alone would make them linear and 2.
+    space = Space(name="s", kernel=Fixed("linear"), n=Int(1, 5), C=LogFloat(1e-2, 1e2)).validate()
+    rows = [
+        {"config": {"kernel": "linear", "n": 2, "C": 1.0}, "score": 0.9},
+        {"config": {"kernel": "linear", "n": 3.0, "C": 1.0}, "score": 0.8},  # a float column
+        {"config": {"n": 4, "C": 1.0}, "score": 0.7},  # the old space had no kernel param
+        {"config": {"kernel": "rbf", "n": 2, "C": 1.0}, "score": 0.1},
+        {"config": {"kernel": "linear", "n": 2.4, "C": 1.0}, "score": 0.2},
+        {"config": {"kernel": "linear", "n": True, "C": 1.0}, "score": 0.3},
+    ]
+    searcher = BayesOptSearcher(space, metric="accuracy", mode="max", seed=0, warm_start=rows)
+    assert searcher.n_warm_started == 3
+
+
+def test_a_condition_on_true_is_not_met_by_the_choice_1():
+    space = Space(name="s", a=Categorical([True, 1, 0, False]),
+                  y=Int(0, 3, grid=[0, 1, 2, 3], when={"a": [True]})).validate()
+    assert space.is_active("y", {"a": True}) and not space.is_active("y", {"a": 1})
+    assert len(space.grid()) == 4 + 3
+    with pytest.raises(SpaceError):
+        Space(name="t", b=Categorical([0, 1])).validate().check_config({"b": True})
+    searcher = BayesOptSearcher(space, metric="m", mode="max", seed=0)
+    for i in range(12):
+        config = searcher.suggest(f"t{i}")
+        assert ("y" in config) == (config["a"] is True), config
+        searcher.on_trial_complete(f"t{i}", {"m": float(i % 5)})
+
 def test_warm_start_file_without_params_or_metric_is_a_clear_error(tmp_path):
     no_params = write_trials(tmp_path / "a.parquet", [{"C": 1.0, "accuracy": 0.9}])
     with pytest.raises(SpaceError, match="none of the space's params"):

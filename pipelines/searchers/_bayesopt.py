@@ -52,7 +52,7 @@ from pipelines.searchers._bayesopt_box import (
 )
 from pipelines.searchers._resume import RESUME_KEY, Placement, TrialOrder
 from pipelines.searchers._state import PickledState
-from search_spaces.space import Categorical, Space, SpaceError
+from search_spaces.space import Categorical, Fixed, Int, Space, SpaceError, is_one_of
 from search_spaces.transform import UnitTransform
 
 __all__ = ["BayesOptSearcher", "default_n_init", "warm_start_from_parquet"]
@@ -1040,8 +1040,20 @@ def _check_mode(mode: str | None) -> None:
 
 
 def _valid_config(space: Space, config: Any) -> dict[str, Any] | None:
+    """``config`` checked against the space, or None. Stricter than ``check_config`` (which
+    makes a config of what it is given) where a stored row meets another space: a value that
+    differs from a Fixed parameter's, or a non-integer for an Int, is another config, and its
+    score must not be learned as this one's."""
     if not isinstance(config, Mapping):
         return None
+    for name, value in config.items():
+        param = space.params.get(name)
+        if isinstance(param, Fixed) and not is_one_of(value, [param.value]):
+            return None
+        if isinstance(param, Int) and (isinstance(value, (bool, np.bool_)) or not (
+                isinstance(value, (int, np.integer)) or
+                isinstance(value, (float, np.floating)) and float(value).is_integer())):
+            return None
     try:
         return space.check_config(config)
     except (SpaceError, TypeError, ValueError):
