@@ -1008,3 +1008,19 @@ def test_a_restored_searcher_keeps_a_reruns_journal_id():
     restored = BayesOptSearcher(space, metric="score", mode="max", seed=0)
     restored.set_state(live.get_state())
     assert restored.placement("tuneA") == live.placement("tuneA")
+
+
+def test_an_exhausted_discrete_space_repeats_a_config_that_worked_never_the_one_that_failed():
+    space = Space(name="d", a=Categorical(["x", "y", "z"]), n=Int(1, 3)).validate()
+    searcher = BayesOptSearcher(space, metric="m", mode="max", seed=0, n_init=3)
+    seen = []
+    for i in range(14):
+        config = searcher.suggest(f"t{i}")
+        seen.append((config["a"], config["n"]))
+        if seen[-1] == ("x", 3):  # out of memory, say: an error, every time
+            searcher.on_trial_complete(f"t{i}", None, error=True)
+        else:
+            searcher.on_trial_complete(f"t{i}", {"m": {"x": 3, "y": 1, "z": 0}[config["a"]]
+                                                 + config["n"]})
+    assert len(set(seen[:9])) == 9  # every config once before any repeat
+    assert seen.count(("x", 3)) == 1 and all(c in seen[:9] for c in seen[9:])

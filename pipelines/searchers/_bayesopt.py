@@ -906,6 +906,10 @@ class _MixedSpaceSearch:
         # The same for a config whose trial failed (a C of -1, an out-of-memory batch size).
         known = space.params if self.avoid is None else np.vstack([space.params, self.avoid])
         fresh = ~_seen(found, known)
+        if not fresh.any() and self.avoid is not None:
+            # Every config has been tried: repeat one that worked, never one that failed (the
+            # failed one, never observed, has the model's largest variance and would win).
+            fresh = ~_seen(found, self.avoid)
         if fresh.any():
             found, found_values = found[fresh], found_values[fresh]
         return found[int(np.argmin(found_values))]
