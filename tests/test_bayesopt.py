@@ -1024,3 +1024,17 @@ def test_an_exhausted_discrete_space_repeats_a_config_that_worked_never_the_one_
                                                  + config["n"]})
     assert len(set(seen[:9])) == 9  # every config once before any repeat
     assert seen.count(("x", 3)) == 1 and all(c in seen[:9] for c in seen[9:])
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_huge_finite_scores_do_not_stop_the_search(mode):
+    # A diverged run can still report a finite loss of 1e160: the warp and the GP overflowed.
+    space = Space(name="s", x=Float(0, 1), y=LogFloat(1e-3, 1)).validate()
+    sign = 1.0 if mode == "min" else -1.0
+    for first in ([0.5, 0.2, 1e160], [0.5, 1e300], [1e308, -1e308, 3.0, 1e30, 1e29]):
+        searcher = BayesOptSearcher(space, metric="m", mode=mode, seed=0, n_init=len(first))
+        for i in range(len(first) + 4):
+            config = searcher.suggest(f"t{i}")
+            assert 0.0 <= config["x"] <= 1.0 and 1e-3 <= config["y"] <= 1.0
+            score = first[i] if i < len(first) else (config["x"] - 0.3) ** 2
+            searcher.on_trial_complete(f"t{i}", {"m": sign * score})

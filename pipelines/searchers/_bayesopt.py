@@ -501,8 +501,8 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         sign = 1.0 if self._mode == "max" else -1.0  # bayes_opt maximizes
         observed, scores, levels = self._training_set()
         if levels is not None:
-            return self._joint_suggestion(observed, [sign * s for s in scores], levels)
-        targets = [sign * s for s in scores]
+            return self._joint_suggestion(observed, _model_targets(scores, sign), levels)
+        targets = _model_targets(scores, sign)
         seed = self._model_seed()
         merged, gp = self._fit_model(observed, targets, [u for _, u in self._pending.values()],
                                      seed)
@@ -599,7 +599,7 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         if levels is None:
             return None
         sign = 1.0 if self._mode == "max" else -1.0
-        targets = [sign * s for s in scores]
+        targets = _model_targets(scores, sign)
         _, gp = self._fit_model(_with_fidelity(observed, levels), targets, [],
                                 self._model_seed())
         return _AtFullBudget(gp)
@@ -758,6 +758,18 @@ class _PriorGP(GaussianProcessRegressor):
 _LONG, _SHORT = 0.1, 0.1
 
 
+# Scores beyond this size are the same to the model: a diverged run's finite loss of 1e160
+# overflowed the target warp and the GP's standardization (NaN, then a crash of the search).
+_TARGET_LIMIT = 1e30
+
+
+def _model_targets(scores, sign: float) -> list[float]:
+    """The scores as the model maximizes them (negated for ``mode="min"``), clipped to
+    +-``_TARGET_LIMIT`` (order kept, except among scores beyond it)."""
+    return [float(t) for t in np.clip(sign * np.asarray(scores, dtype=float),
+                                      -_TARGET_LIMIT, _TARGET_LIMIT)]
+
+
 def _warp_targets(observed: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Yeo-Johnson power transform of the targets, fitted on the observed ones.
 
@@ -775,8 +787,11 @@ def _warp_targets(observed: np.ndarray, values: np.ndarray) -> np.ndarray:
     # Fitted on the negated targets: the long tail is on the bad side, which is low here
     # (bayes_opt maximizes), and Yeo-Johnson's two branches are not mirror images.
     transform = PowerTransformer(method="yeo-johnson", standardize=True)
-    transform.fit(-observed[:, None])
-    return -transform.transform(-values[:, None])[:, 0]
+    with np.errstate(all="ignore"):
+        transform.fit(-observed[:, None])
+        warped = -transform.transform(-values[:, None])[:, 0]
+    # An extreme spread can overflow the fitted power: the targets as they are, then.
+    return warped if np.isfinite(warped).all() else values
 
 
 def _is_gp_params_kernel(kernel) -> bool:
