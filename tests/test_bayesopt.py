@@ -1008,6 +1008,15 @@ def test_a_restored_searcher_keeps_a_reruns_journal_id():
     restored = BayesOptSearcher(space, metric="score", mode="max", seed=0)
     restored.set_state(live.get_state())
     assert restored.placement("tuneA") == live.placement("tuneA")
+    # Saved before the re-run was taken: the restored searcher runs j2 again first, too.
+    import pickle
+
+    queued = BayesOptSearcher(space, metric="score", mode="max", seed=0)
+    queued.resume(log)
+    again = BayesOptSearcher(space, metric="score", mode="max", seed=0)
+    again.set_state(pickle.loads(pickle.dumps(queued.get_state())))
+    assert again.suggest("tuneB") == queued.suggest("tuneB") == {"x": 0.2, "y": 0.2}
+    assert again.placement("tuneB") == queued.placement("tuneB") == live.placement("tuneA")
 
 
 def test_an_exhausted_discrete_space_repeats_a_config_that_worked_never_the_one_that_failed():

@@ -460,6 +460,12 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             "placements": {k: (p.trial_id, p.index, p.source)
                            for k, p in self._placements.items()},
             "histories": {k: dict(h) for k, h in self._histories.items()},
+            # After a resume: the trials still to re-run first, and what their journal held.
+            "reruns": [((p.trial_id, p.index, p.source), dict(c), ck)
+                       for p, c, ck in self._reruns],
+            "journaled": {k: (dict(h), dict(last)) for k, (h, last) in self._journaled.items()},
+            "rerun_last": {k: dict(v) for k, v in self._rerun_last.items()},
+            "rerun_fresh": sorted(self._rerun_fresh),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -488,9 +494,14 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         self._next_index = state.get("next_index", state["n_suggested"])
         self._gaps = [(i, None if c is None else dict(c)) for i, c in state.get("gaps", [])]
         # A re-run after --resume keeps its journal id, not the Tune id it runs under.
-        for tune_id, (journal_id, index, source) in state.get("placements", {}).items():
-            self._placements[tune_id] = Placement(journal_id, index, source)
+        self._placements = {tune_id: Placement(journal_id, index, source) for tune_id,
+                            (journal_id, index, source) in state.get("placements", {}).items()}
         self._histories = {k: dict(h) for k, h in state.get("histories", {}).items()}
+        self._reruns = [(Placement(*place), dict(c), ck) for place, c, ck in state.get("reruns", [])]
+        self._journaled = {k: (dict(h), dict(last))
+                           for k, (h, last) in state.get("journaled", {}).items()}
+        self._rerun_last = {k: dict(v) for k, v in state.get("rerun_last", {}).items()}
+        self._rerun_fresh = set(state.get("rerun_fresh", []))
 
     # --- the model -----------------------------------------------------------------------------
     def _model_suggestion(self) -> np.ndarray:
