@@ -131,6 +131,36 @@ def test_dataset_errors(tmp_path):
     assert load_data(str(tmp_path / "UPPER.CSV"), "y").describe()["n_features"] == 1
 
 
+def test_text_columns_one_hot_encoding_would_garble_are_refused_and_an_index_is_a_column(tmp_path):
+    import pandas as pd
+
+    n = 40
+    base = pd.DataFrame({"a": np.arange(n, dtype=float), "y": [i % 2 for i in range(n)]})
+    # Dates in a CSV are text: one indicator per day, unless refused.
+    base.assign(when=[f"2026-01-{1 + i % 28:02d}" for i in range(n)]).to_csv(tmp_path / "d.csv",
+                                                                            index=False)
+    with pytest.raises(DatasetError, match="feature column 'when' holds dates as text"):
+        load_data(str(tmp_path / "d.csv"), "y")
+    # Numbers with a stray '?': 40 indicators instead of one number.
+    base.assign(b=[str(i) if i % 10 else "?" for i in range(n)]).to_csv(tmp_path / "q.csv",
+                                                                        index=False)
+    with pytest.raises(DatasetError, match="feature column 'b' is numbers with some text \\('\\?'\\)"):
+        load_data(str(tmp_path / "q.csv"), "y")
+    # A list per cell.
+    base.assign(v=[[i, i + 1] for i in range(n)]).to_parquet(tmp_path / "l.parquet")
+    with pytest.raises(DatasetError, match="feature column 'v' holds lists or arrays"):
+        load_data(str(tmp_path / "l.parquet"), "y")
+    # Labels and words stay one-hot columns.
+    words = base.assign(color=["red", "blue", "green", "red"] * 10, size=["S1", "M2"] * 20)
+    words.to_csv(tmp_path / "w.csv", index=False)
+    assert load_data(str(tmp_path / "w.csv"), "y").feature_names == \
+        ["a", "color_blue", "color_green", "color_red", "size_M2", "size_S1"]
+    # A frame saved with a named index: the index is a column of the file (the label, a feature).
+    base.assign(c=np.arange(n) * 2.0).set_index("y").to_parquet(tmp_path / "i.parquet")
+    assert load_data(str(tmp_path / "i.parquet"), "y").feature_names == ["a", "c"]
+    base.assign(c=np.arange(n) * 2.0).set_index("a").to_parquet(tmp_path / "f.parquet")
+    assert sorted(load_data(str(tmp_path / "f.parquet"), "y").feature_names) == ["a", "c"]
+
 def test_builtin_class_counts_are_the_datasets_scikit_learn_ships():
     from sklearn import datasets
 

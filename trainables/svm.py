@@ -150,6 +150,11 @@ def _load_xy(dataset: str | None, target: str | None) -> tuple[str, np.ndarray, 
     import pandas as pd
 
     frame = pd.read_csv(dataset) if _is_csv(dataset) else pd.read_parquet(dataset)
+    # A DataFrame saved with a named index (df.set_index("label").to_parquet) comes back with
+    # it as the index: it is a column of the file, as the schema check saw it.
+    named = [n for n in frame.index.names if n is not None]
+    if named:
+        frame = frame.reset_index(level=named)
     unlabelled = int(frame[target].isna().sum())
     if unlabelled:  # dropping them quietly would train and test on other rows than the file's
         raise DatasetError(f"dataset '{dataset}': --target column '{target}' has {unlabelled} "
@@ -165,6 +170,7 @@ def _load_xy(dataset: str | None, target: str | None) -> tuple[str, np.ndarray, 
     if dated:  # as a number it would be nanoseconds since 1970: convert it knowingly
         raise DatasetError(f"dataset '{dataset}': feature column '{dated[0]}' holds dates or "
                            "durations; convert it to numbers (or drop it) first")
+    _check_text_columns(dataset, frame)
     # Text columns become one-hot indicators, as a user of pandas would expect.
     frame = pd.get_dummies(frame, dtype=np.float64)
     X = frame.to_numpy(dtype=np.float64)
@@ -173,6 +179,38 @@ def _load_xy(dataset: str | None, target: str | None) -> tuple[str, np.ndarray, 
         raise DatasetError(f"dataset '{dataset}': feature column '{frame.columns[infinite.argmax()]}' "
                            "has infinite values")
     return os.path.basename(dataset), X, y, list(frame.columns)
+
+
+def _check_text_columns(dataset: str, frame) -> None:
+    """Refuse text columns that one-hot encoding would turn into nonsense: cells holding lists
+    or arrays, numbers with a few stray strings ("?", "n/a": one indicator per number), and
+    dates read as text (a CSV's dates are strings: one indicator per day)."""
+    import warnings
+
+    import pandas as pd
+
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype != object and not pd.api.types.is_string_dtype(values):
+            continue
+        if any(isinstance(v, (list, tuple, dict, set, np.ndarray)) for v in values):
+            raise DatasetError(f"dataset '{dataset}': feature column '{column}' holds lists or "
+                               "arrays; one number or label per cell (expand it first)")
+        text = values.astype(str)
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().mean() >= 0.5:
+            stray = sorted(set(text[numbers.isna()]))[:3]
+            raise DatasetError(
+                f"dataset '{dataset}': feature column '{column}' is numbers with some text "
+                f"({', '.join(repr(v) for v in stray)}); as text it would become one indicator "
+                "column per value: clean or convert it first")
+        if text.str.contains(r"\d").mean() >= 0.9:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dates = pd.to_datetime(values, errors="coerce", format="mixed")
+            if dates.notna().mean() >= 0.9:
+                raise DatasetError(f"dataset '{dataset}': feature column '{column}' holds dates "
+                                   "as text; convert it to numbers (or drop it) first")
 
 
 def load_data(dataset: str | None = None, target: str | None = None, *, test_size: float = 0.2,
