@@ -205,9 +205,10 @@ def _check_text_columns(dataset: str, frame) -> None:
                 f"({', '.join(repr(v) for v in stray)}); as text it would become one indicator "
                 "column per value: clean or convert it first")
         if text.str.contains(r"\d").mean() >= 0.9:
+            sample = text.drop_duplicates().head(200)  # "mixed" parses value by value
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                dates = pd.to_datetime(values, errors="coerce", format="mixed")
+                dates = pd.to_datetime(sample, errors="coerce", format="mixed")
             if dates.notna().mean() >= 0.9:
                 raise DatasetError(f"dataset '{dataset}': feature column '{column}' holds dates "
                                    "as text; convert it to numbers (or drop it) first")
