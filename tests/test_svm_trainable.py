@@ -57,6 +57,19 @@ def test_cv_score_equals_gridsearchcv(digits):
     assert ours == pytest.approx(list(search.cv_results_["mean_test_score"]), abs=1e-9)
 
 
+def test_a_space_can_cap_libsvms_iterations_as_a_gridsearchcv_user_would(digits):
+    import warnings
+
+    from pipelines.svm import TASK
+    from trainables.svm import make_model
+
+    assert {"max_iter", "cache_size"} <= TASK.config_keys()
+    model = make_model({"kernel": "poly", "gamma": 10.0, "max_iter": 5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: the cap was reached
+        model.fit(digits.X_train, digits.y_train)
+    assert model.named_steps["svc"].max_iter == 5 and model.named_steps["svc"].n_iter_.max() <= 5
+
 def test_fidelity_rungs_grow_and_full_rung_matches_plain_score(digits):
     config = {"kernel": "rbf", "C": 10.0, "gamma": 0.01}
     rungs = list(svm_trial(config, digits, fidelities=(0.125, 0.5, 1.0)))

@@ -262,8 +262,10 @@ def load_data(dataset: str | None = None, target: str | None = None, *, test_siz
 
 
 # The SVC arguments a config may set; a space with any other param is refused before Ray starts.
+# SVC's own parameters a space may set; max_iter (libsvm's iteration cap, -1: none) bounds a
+# poly kernel with a large gamma, whose fit can take minutes, as a GridSearchCV user would.
 SVC_PARAMS = frozenset({"kernel", "C", "gamma", "degree", "coef0", "class_weight", "shrinking",
-                        "tol"})
+                        "tol", "max_iter", "cache_size", "break_ties", "decision_function_shape"})
 
 
 def make_model(config: dict[str, Any]):
