@@ -5,8 +5,9 @@ A trial sees only the train split. Its score is k-fold cross-validation accuracy
 config is refit on the whole train split and scored once on the held-out test split.
 
 For early stopping a trial can climb fidelity rungs: each fold's model is fit on a growing,
-stratified fraction of that fold's training rows (1/8, 1/4, 1/2, all), as scikit-learn's
-HalvingGridSearchCV grows ``n_samples``.
+stratified fraction of that fold's training rows (``pipelines.svm.fidelities``: 1/27, 1/9, 1/3
+and all with ASHA's default reduction factor 3), as scikit-learn's HalvingGridSearchCV grows
+``n_samples``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 import numpy as np
 
 BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
-DEFAULT_FIDELITIES = (0.125, 0.25, 0.5, 1.0)
 
 
 class DatasetError(ValueError):
@@ -286,7 +286,7 @@ def _subsample(train_idx: np.ndarray, y: np.ndarray, fraction: float, seed: int)
     keep = []
     for cls in np.unique(y[train_idx]):
         members = train_idx[y[train_idx] == cls]
-        # One permutation per class and fold: the 1/8 subset is inside the 1/4 one, and so on.
+        # One permutation per class and fold: the 1/27 subset is inside the 1/9 one, and so on.
         members = members[rng.permutation(len(members))]
         keep.append(members[: max(1, int(round(fraction * len(members))))])
     return np.sort(np.concatenate(keep))
