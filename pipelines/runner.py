@@ -934,31 +934,42 @@ def _shutdown_ray_in_background() -> threading.Thread:
     return thread
 
 
+_SIGTERM_ACTION: bytes | None = None  # the process's SIGTERM action once Python handles it
+
+
+def _sigaction(signum: int, new: bytes | None = None) -> bytes | None:
+    """The C-level ``struct sigaction`` of ``signum`` as bytes (setting ``new`` first, if given);
+    None where POSIX ``sigaction`` cannot be called."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if new is not None and libc.sigaction(int(signum), new, None) != 0:
+            return None
+        action = ctypes.create_string_buffer(1024)  # any platform's struct sigaction fits
+        if libc.sigaction(int(signum), None, action) != 0:
+            return None
+        return action.raw
+    except (AttributeError, OSError, TypeError, ValueError):
+        return None
+
+
 def _rearm_sigterm() -> None:
     """Give SIGTERM back to Python's handler after ``ray.shutdown()``, which sets the process's
     SIGTERM action to the default (terminate) below Python: ``signal.getsignal`` still names the
     pipeline's handler, but a SIGTERM during the final evaluation would kill the driver with
     ``experiment.json`` left ``running``. Runs on the shutdown thread, where ``signal.signal``
-    is not allowed, so the action is copied from SIGINT's, which is Python's own C handler
-    (the same for every signal; it queues the signal for the Python handler). Does nothing
-    where that cannot be done (no POSIX ``sigaction``)."""
+    is not allowed, so the action ``sigterm_as_ctrl_c`` installed is written back as it was
+    (Python's C handler, which queues the signal for the Python one)."""
     import ctypes
     import signal
 
-    try:
-        if not callable(signal.getsignal(signal.SIGTERM)) or \
-                not callable(signal.getsignal(signal.SIGINT)):
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        action = ctypes.create_string_buffer(1024)  # any platform's struct sigaction fits
-        if libc.sigaction(int(signal.SIGTERM), None, action) != 0:
-            return
-        if ctypes.cast(action, ctypes.POINTER(ctypes.c_void_p))[0]:
-            return  # not the default action: nothing reset it
-        if libc.sigaction(int(signal.SIGINT), None, action) == 0:
-            libc.sigaction(int(signal.SIGTERM), action, None)
-    except (AttributeError, OSError, TypeError, ValueError):
-        pass
+    if _SIGTERM_ACTION is None or not callable(signal.getsignal(signal.SIGTERM)):
+        return
+    now = _sigaction(signal.SIGTERM)
+    if now is not None and not ctypes.c_void_p.from_buffer_copy(now[:ctypes.sizeof(
+            ctypes.c_void_p)]).value:  # SIG_DFL: something reset it
+        _sigaction(signal.SIGTERM, _SIGTERM_ACTION)
 
 
 def sigterm_as_ctrl_c() -> None:
@@ -977,6 +988,8 @@ def sigterm_as_ctrl_c() -> None:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, forward)
+    global _SIGTERM_ACTION
+    _SIGTERM_ACTION = _sigaction(signal.SIGTERM)
 
 
 def run(task: Task, args: argparse.Namespace) -> int:
@@ -1137,8 +1150,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
         finally:
             # Tune leaves its SIGINT handler (a graceful stop of trials) installed after the
             # run: a Ctrl-C during the final evaluation would only set its flag.
-            signal.signal(signal.SIGINT, sigint_before if callable(sigint_before)
-                          else signal.default_int_handler)
+            signal.signal(signal.SIGINT, signal.default_int_handler if sigint_before is None
+                          else sigint_before)  # None: not set from Python
             writer.flush()
             if strict_check is None:
                 os.environ.pop("TUNE_DISABLE_STRICT_METRIC_CHECKING", None)
