@@ -441,6 +441,9 @@ def _experiment_section(exp: Experiment, label: str, i: int, files_dir: str, fig
     parts.append("<h3>Held-out test result of the best trial</h3>")
     if result:
         parts.append(_table(pd.DataFrame({"": list(result), "value": list(result.values())})))
+    elif info.get("status") == "finished" and not info.get("best"):
+        parts.append(_note("None: no trial produced a score, so there was no best trial to "
+                           "test."))
     else:
         parts.append(_note("None recorded: the run has not finished its final evaluation."))
     parts.append(f"<h3>Top {top} configs</h3>")

@@ -386,3 +386,17 @@ def test_a_broken_pipe_elsewhere_than_stdout_still_raises(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == "BrokenPipeError: [Errno 32] a worker pipe"
     assert out.read_text() == "kept\n"
+
+
+def test_the_test_result_note_says_why_there_is_none(tmp_path):
+    # Every trial errored: the run finished, with no best trial to test (not "not finished").
+    trials = [{"params": {"lr": 1e-3, "opt": "adam"}, "score": None, "status": "error",
+               "error": "ValueError: C <= 0"} for _ in range(3)]
+    cases = {"allerr": ({"status": "finished", "best": None}, "no trial produced a score"),
+             "evalfail": ({"status": "evaluation_failed", "evaluation_error": "checkpoint gone"},
+                          "checkpoint gone"),  # in the table, as evaluation_error
+             "running": ({"status": "running"}, "has not finished its final evaluation")}
+    for name, (info, expected) in cases.items():
+        folder = write_experiment(tmp_path, name, trials, info=info)
+        page = open(report.write_report([folder]), encoding="utf-8").read()
+        assert expected in page, name
