@@ -479,7 +479,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         f"{k}={_short(v)}" for k, v in ray_resource_names(demand).items() if v
     )
     trainable = tune.with_resources(trainable, resources)
-    from pipelines.callbacks import ResultsCallback
+    from pipelines.callbacks import ResultsCallback, journal_id
     from pipelines.schedulers import build_scheduler
 
     scheduler = build_scheduler(args, full_budget(task, args), time_attr=task.time_attr,
@@ -492,7 +492,12 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         progress.placement = getattr(prep.searcher, "placement", None)
     callbacks = [ResultsCallback(writer, scheduler, prep.searcher)]
     callbacks += [progress] if progress is not None else []
-    callbacks += trackers.callbacks(args, task.name, prep.storage.uri_of(args.name))
+    placement = getattr(prep.searcher, "placement", None)
+    callbacks += trackers.callbacks(
+        args, task.name, prep.storage.uri_of(args.name),
+        identify=lambda trial: journal_id(trial, placement(trial.trial_id) if placement else None),
+        step_key=task.time_attr,
+        folder=prep.storage.path(args.name) if prep.storage.is_local else None)
     storage_path, storage_fs = prep.storage.tune_storage()
     run_config = tune.RunConfig(
         name=args.name,

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from pipelines import cli
@@ -112,7 +114,9 @@ def check(args: argparse.Namespace) -> None:
         cli.fail(f"--mlflow {uri}: {text}")
 
 
-def callbacks(args: argparse.Namespace, task_name: str, results_uri: str) -> list[Any]:
+def callbacks(args: argparse.Namespace, task_name: str, results_uri: str, *,
+              identify: Callable[[Any], str] | None = None,
+              step_key: str = "training_iteration", folder: str | None = None) -> list[Any]:
     """Ray Tune callbacks for the trackers asked for (imports Ray Tune).
 
     Parameters
@@ -123,28 +127,124 @@ def callbacks(args: argparse.Namespace, task_name: str, results_uri: str) -> lis
         The task (``svm``, ``finetune``), set as a tag on every MLflow run.
     results_uri : str
         The experiment's folder, set as a tag so a run leads back to the Parquet results.
+    identify : callable, optional
+        The id a Tune trial is journaled under (``trials.parquet``'s ``trial_id``): a trial
+        ``--resume`` runs again under a new Tune id is logged under its first id, in its first
+        MLflow run and event folder. Default: Tune's id.
+    step_key : str
+        The result key that numbers a trial's reports (the task's ``time_attr``): a trial
+        continued from a checkpoint goes on with its epochs, where Tune's
+        ``training_iteration`` starts at 1 again.
+    folder : str, optional
+        The experiment's folder on a local disk: event files are written there as they come
+        (a run killed with SIGKILL keeps them). On an object store they are written beside the
+        trial's local folder and reach the store when Ray uploads the experiment.
 
     Returns
     -------
     list
-        ``TBXLoggerCallback`` for ``--tensorboard``: its event files go to each trial's folder,
-        which Tune syncs into the experiment's storage. ``MLflowLoggerCallback`` for
-        ``--mlflow``: one MLflow run per trial, named after it, with the trial's config as
-        params, every numeric result key as a metric at each report, and FINISHED or FAILED.
+        Ray's ``TBXLoggerCallback`` for ``--tensorboard`` and ``MLflowLoggerCallback`` for
+        ``--mlflow`` (one MLflow run per trial, named after it, with the trial's config as
+        params, every numeric result key as a metric at each report, and FINISHED or FAILED),
+        each keyed by the journal's trial id as above.
     """
+    identify = identify or (lambda trial: trial.trial_id)
     found: list[Any] = []
     if getattr(args, "tensorboard", False):
-        from ray.tune.logger import TBXLoggerCallback
-
-        found.append(TBXLoggerCallback())
+        found.append(_tensorboard_class()(identify, step_key, folder))
     if getattr(args, "mlflow", None):
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
-
         quiet(args.verbose)
-        found.append(MLflowLoggerCallback(
-            tracking_uri=args.mlflow, experiment_name=args.name,
+        found.append(_mlflow_class()(
+            identify, step_key, tracking_uri=args.mlflow, experiment_name=args.name,
             tags={"task": task_name, "results": results_uri}))
     return found
+
+
+def _resumed(trial: Any) -> bool:
+    """Whether a Tune trial continues a journaled trial from its checkpoint (``--resume``)."""
+    from pipelines.searchers._resume import RESUME_KEY
+
+    return bool(trial.config.get(RESUME_KEY))
+
+
+def _with_step(result: dict, step_key: str) -> dict:
+    """``result`` with Tune's step (``training_iteration``) set to the trial's own count."""
+    step = result.get(step_key)
+    if step_key == "training_iteration" or step is None or result.get("timesteps_total"):
+        return result
+    return {**result, "training_iteration": step}
+
+
+def _tensorboard_class() -> type:
+    from ray.tune.logger import TBXLoggerCallback
+
+    class TrialEvents(TBXLoggerCallback):
+        """Ray's TensorBoard callback with each trial's events in ``<experiment>/<trial_id>/``
+        under its journal id, stepped by its own report count (see ``callbacks``)."""
+
+        def __init__(self, identify, step_key: str, folder: str | None):
+            super().__init__()
+            self._identify, self._step_key, self._folder = identify, step_key, folder
+
+        def log_trial_start(self, trial: Any) -> None:
+            if trial in self._trial_writer:
+                self._trial_writer[trial].close()
+            trial.init_local_path()
+            parent = self._folder or os.path.dirname(trial.local_path)
+            logdir = os.path.join(parent, self._identify(trial))
+            if not _resumed(trial):  # reports from 1 again: an earlier attempt's go
+                for old in glob.glob(os.path.join(glob.escape(logdir), "events.out.tfevents.*")):
+                    os.remove(old)
+            self._trial_writer[trial] = self._summary_writer_cls(logdir, flush_secs=30)
+            self._trial_result[trial] = {}
+
+        def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+            super().log_trial_result(iteration, trial, _with_step(result, self._step_key))
+
+    return TrialEvents
+
+
+def _mlflow_class() -> type:
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from pipelines.searchers._resume import RESUME_KEY
+
+    class TrialRuns(MLflowLoggerCallback):
+        """Ray's MLflow callback with one run per journaled trial: a trial ``--resume``
+        continues from its checkpoint goes on in its first run (status RUNNING again, steps
+        going on); one that starts over replaces its first run, which is deleted."""
+
+        def __init__(self, identify, step_key: str, **kwargs: Any):
+            super().__init__(**kwargs)
+            self._identify, self._step_key = identify, step_key
+
+        def log_trial_start(self, trial: Any) -> None:
+            if trial in self._trial_runs:
+                return
+            name = str(trial).replace(trial.trial_id, self._identify(trial))
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            earlier = [run.info.run_id for run in client.search_runs(
+                [self.mlflow_util.experiment_id], filter_string=f"tags.trial_name = '{name}'")]
+            if earlier and _resumed(trial):
+                client.update_run(earlier[0], status="RUNNING")
+                self._trial_runs[trial] = earlier[0]
+                return
+            for run_id in earlier:
+                client.delete_run(run_id)
+            run = self.mlflow_util.start_run(tags={**self.tags, "trial_name": name},
+                                             run_name=name)
+            self._trial_runs[trial] = run.info.run_id
+            if not self.log_params_on_trial_end:
+                self.mlflow_util.log_params(
+                    run_id=run.info.run_id,
+                    params_to_log={k: v for k, v in trial.config.items() if k != RESUME_KEY})
+
+        def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+            super().log_trial_result(iteration, trial, _with_step(result, self._step_key))
+
+    return TrialRuns
 
 
 def summary_lines(args: argparse.Namespace, results_uri: str, *, events: bool = True) -> list[str]:

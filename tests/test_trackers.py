@@ -206,3 +206,81 @@ def test_resume_with_tensorboard_points_at_event_files_only_where_some_exist(tra
     assert later.returncode == 0, later.stdout + later.stderr
     assert "--logdir" not in later.stdout
     assert "tensorboard  no event files" in later.stdout
+
+
+@pytest.mark.ray
+def test_a_trial_resume_continues_is_one_mlflow_run_and_one_event_folder_under_its_id(tmp_path):
+    # The driver is SIGKILLed mid-trial; --resume continues that trial from its checkpoint under
+    # a new Tune id. The trackers must show the journal's trials: one FINISHED run and one event
+    # folder per trials.parquet row, each with every epoch once, stepped by epoch.
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_reliability import _events, _sigkill_driver, _start, _wait
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["--algo", "random", "--num-samples", "2", "--epochs", "4", "--seed", "1",
+            "--max-concurrent", "1", "--no-baseline", "--num-cpus", "2", "--no-report",
+            "--name", "ft", "--mlflow", uri, "--tensorboard"]
+    journal = tmp_path / "results" / "ft" / "journal.jsonl"
+
+    def second_trial_mid_way() -> bool:
+        events = _events(journal)
+        started = [e["trial_id"] for e in events if e["event"] == "start"]
+        return len(started) == 2 and sum(e["event"] == "checkpoint" and
+                                         e["trial_id"] == started[1] for e in events) >= 2
+
+    proc = _start("pipelines.finetune", args, tmp_path)
+    _wait(second_trial_mid_way, proc, timeout=400)
+    _sigkill_driver(proc)
+    resumed = run_module("pipelines.finetune", "--resume", "--name", "ft", "--mlflow", uri,
+                         "--tensorboard", "--no-report", cwd=str(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    exp = tmp_path / "results" / "ft"
+    trials = pd.read_parquet(exp / "trials.parquet")
+    epochs = pd.read_parquet(exp / "epochs.parquet")
+    assert len(trials) == 2 and sorted(epochs.groupby("trial_id").size()) == [4, 4]
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("ft").experiment_id])
+    assert sorted(r.info.run_name.rsplit("_", 1)[1] for r in runs) == sorted(trials["trial_id"])
+    for run in runs:
+        trial_id = run.info.run_name.rsplit("_", 1)[1]
+        assert run.info.status == "FINISHED", run.info
+        history = sorted((m.step, m.value) for m in
+                         client.get_metric_history(run.info.run_id, "val_accuracy"))
+        mine = epochs[epochs["trial_id"] == trial_id].sort_values("iteration")
+        assert [s for s, _ in history] == [1, 2, 3, 4]
+        assert [v for _, v in history] == pytest.approx(mine["val_accuracy"].tolist())
+    folders = {os.path.basename(os.path.dirname(f))
+               for f in glob.glob(str(exp / "*" / "events.out.tfevents.*"))}
+    assert folders == set(trials["trial_id"])
+    for trial_id in trials["trial_id"]:
+        steps = sorted(step for f in glob.glob(str(exp / trial_id / "events.out.tfevents.*"))
+                       for tag, step, _ in _scalars(f) if tag == "ray/tune/val_accuracy")
+        assert steps == [1, 2, 3, 4], (trial_id, steps)
+
+
+@pytest.mark.ray
+def test_event_files_of_a_run_killed_with_sigkill_are_kept(tmp_path):
+    # On a local disk events are written in the experiment's folder as they come: a hard kill
+    # keeps the ended trials' events, and --resume adds the rest (a re-run trial's from 1 again).
+    from tests.test_reliability import _events, _sigkill_driver, _start, _wait
+
+    args = ["--algo", "random", "--num-samples", "12", "--seed", "2", "--configs-per-trial", "1",
+            "--num-cpus", "2", "--no-report", "--name", "tb", "--tensorboard",
+            "--scheduler", "asha"]
+    exp = tmp_path / "results" / "tb"
+    proc = _start("pipelines.svm", args, tmp_path)
+    _wait(lambda: sum(e["event"] == "end" for e in _events(exp / "journal.jsonl")) >= 5, proc)
+    _sigkill_driver(proc)
+    ended = {e["trial_id"] for e in _events(exp / "journal.jsonl") if e["event"] == "end"}
+    assert ended <= {os.path.basename(os.path.dirname(f))
+                     for f in glob.glob(str(exp / "*" / "events.out.tfevents.*"))}
+    resumed = run_module("pipelines.svm", "--resume", "--name", "tb", "--tensorboard",
+                         "--no-report", cwd=str(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    epochs = pd.read_parquet(exp / "epochs.parquet")
+    for trial_id, mine in epochs.groupby("trial_id"):
+        files = glob.glob(str(exp / trial_id / "events.out.tfevents.*"))
+        steps = sorted(step for f in files for tag, step, _ in _scalars(f)
+                       if tag == "ray/tune/cv_accuracy")
+        assert steps == sorted(mine["iteration"]), (trial_id, steps)
