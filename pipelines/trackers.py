@@ -137,8 +137,8 @@ def callbacks(args: argparse.Namespace, task_name: str, results_uri: str, *,
         ``training_iteration`` starts at 1 again.
     folder : str, optional
         The experiment's folder on a local disk: event files are written there as they come
-        (a run killed with SIGKILL keeps them). On an object store they are written beside the
-        trial's local folder and reach the store when Ray uploads the experiment.
+        (a run killed with SIGKILL keeps them). On an object store (None) they are written in
+        each Tune trial's local folder, which Ray uploads, as Ray's callback does.
 
     Returns
     -------
@@ -190,9 +190,12 @@ def _tensorboard_class() -> type:
             if trial in self._trial_writer:
                 self._trial_writer[trial].close()
             trial.init_local_path()
-            parent = self._folder or os.path.dirname(trial.local_path)
-            logdir = os.path.join(parent, self._identify(trial))
-            if not _resumed(trial):  # reports from 1 again: an earlier attempt's go
+            # On an object store Ray uploads each Tune trial's own local folder: a re-run
+            # trial's events stay under its Tune id there.
+            logdir = trial.local_path if self._folder is None else \
+                os.path.join(self._folder, self._identify(trial))
+            if self._folder is not None and not _resumed(trial):
+                # Reports from 1 again: an earlier attempt's events go.
                 for old in glob.glob(os.path.join(glob.escape(logdir), "events.out.tfevents.*")):
                     os.remove(old)
             self._trial_writer[trial] = self._summary_writer_cls(logdir, flush_secs=30)
