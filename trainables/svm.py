@@ -181,6 +181,10 @@ def _load_xy(dataset: str | None, target: str | None) -> tuple[str, np.ndarray, 
     return os.path.basename(dataset), X, y, list(frame.columns)
 
 
+_DATE_TEXT = (r"\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
+              r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*")
+
+
 def _check_text_columns(dataset: str, frame) -> None:
     """Refuse text columns that one-hot encoding would turn into nonsense: cells holding lists
     or arrays, numbers with a few stray strings ("?", "n/a": one indicator per number), and
@@ -204,7 +208,9 @@ def _check_text_columns(dataset: str, frame) -> None:
                 f"dataset '{dataset}': feature column '{column}' is numbers with some text "
                 f"({', '.join(repr(v) for v in stray)}); as text it would become one indicator "
                 "column per value: clean or convert it first")
-        if text.str.contains(r"\d").mean() >= 0.9:
+        # A date: year-month-day or day/month/year with a 4-digit year, maybe a time (a
+        # version string "1.2.3" or a code "A1" is no date).
+        if text.str.fullmatch(_DATE_TEXT).mean() >= 0.9:
             sample = text.drop_duplicates().head(200)  # "mixed" parses value by value
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
