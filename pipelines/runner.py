@@ -959,6 +959,16 @@ def _sigaction(signum: int, new: bytes | None = None) -> bytes | None:
         return None
 
 
+def resume_flags(args: argparse.Namespace) -> str:
+    """The flags that continue this experiment: ``--resume --name NAME``, and ``--output``
+    where it is not the default (a copied line must find the experiment)."""
+    import shlex
+
+    flags = f"--resume --name {shlex.quote(args.name)}"
+    output = getattr(args, "output", "results")
+    return flags if output in (None, "results") else f"{flags} --output {shlex.quote(output)}"
+
+
 def _rearm_sigterm() -> None:
     """Give SIGTERM back to Python's handler after ``ray.shutdown()``, which sets the process's
     SIGTERM action to the default (terminate) below Python: ``signal.getsignal`` still names the
@@ -1051,7 +1061,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         with contextlib.suppress(Exception):
             stop_ray()
         log("interrupted  while Ray was starting; " + (
-            f"the experiment is as it was: continue with --resume --name {args.name}"
+            f"the experiment is as it was: continue with {resume_flags(args)}"
             if args.resume else "nothing was written"))
         return 130
     if "error" in loaded:
@@ -1233,10 +1243,10 @@ def run(task: Task, args: argparse.Namespace) -> int:
           f"{counts['stopped_early']} stopped early, {counts['errors']} errors) "
           f"in {time.time() - started:.1f} s", file=out)
     how_to_continue = (f"interrupted  {len(rows)} of {prep.num_trials} trials ended; continue "
-                       f"with --resume --name {args.name}")
+                       f"with {resume_flags(args)}")
     if evaluation_interrupted:
         how_to_continue = (f"interrupted  during the final evaluation (every trial ended); "
-                           f"--resume --name {args.name} runs it")
+                           f"{resume_flags(args)} runs it")
     if best is None:
         first_error = next((r.get("error") for r in rows if r.get("error")), None)
         print("best         none yet: interrupted before a trial ended" if interrupted and

@@ -400,3 +400,16 @@ def test_sigterm_mid_run_is_an_interrupted_run_that_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     trials = pd.read_parquet(folder / "trials.parquet")
     assert sorted(trials["trial_index"]) == list(range(120)) and trials["trial_id"].is_unique
+
+
+def test_the_line_that_says_how_to_continue_names_a_storage_that_is_not_the_default():
+    # Copied as printed, it must find the experiment (ray job submit ... --storage s3://...).
+    import argparse
+
+    from pipelines.runner import resume_flags
+
+    assert resume_flags(argparse.Namespace(name="exp", output="results")) == "--resume --name exp"
+    assert resume_flags(argparse.Namespace(name="job2", output="s3://audit/jobs")) == \
+        "--resume --name job2 --output s3://audit/jobs"
+    assert resume_flags(argparse.Namespace(name="a b", output="/tmp/my runs")) == \
+        "--resume --name 'a b' --output '/tmp/my runs'"
