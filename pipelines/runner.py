@@ -397,11 +397,25 @@ def _probe_address(address: str, timeout_s: float = 5.0) -> None:
             (":" in host and not host.startswith("[")):  # a bare IPv6 address, no port
         return
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
     except OSError as exc:
         reason = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
         cli.fail(f"cannot connect to Ray at {address}: nothing answers there ({reason}); "
                  "start a head with 'ray start --head', or leave --address out to start one here")
+    # Ray's GCS speaks gRPC (HTTP/2). A port that answers HTTP/2's opening with an HTTP/1
+    # status line is a web server, such as the dashboard at 8265 (for 'ray job submit'): Ray's
+    # connect would retry it for minutes.
+    try:
+        with conn:
+            conn.settimeout(2.0)
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            answer = conn.recv(16)
+    except OSError:
+        return  # no answer in time: left to Ray
+    if answer.startswith((b"HTTP/", b"<")):  # a status line, or a bare HTML error page
+        cli.fail(f"cannot connect to Ray at {address}: it answers HTTP, so it is a web server "
+                 "(the dashboard's port, 8265, is for 'ray job submit'), not the head's GCS; "
+                 "use the port 'ray start --head' printed (6379 by default)")
 
 
 def start_ray(args: argparse.Namespace, task: Task) -> None:
@@ -415,10 +429,12 @@ def start_ray(args: argparse.Namespace, task: Task) -> None:
                          log_to_driver=args.verbose)
         except Exception as exc:
             hint = ""
-            if "auth" in str(exc).lower() or not os.environ.get("RAY_AUTH_MODE"):
+            if "auth" in str(exc).lower() or not os.environ.get("RAY_AUTH_MODE") or \
+                    os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+                # A wrong token reads as "Failed to connect to Ray cluster": say what to check.
                 hint = ("; a cluster with token authentication also needs RAY_AUTH_MODE=token "
-                        "and its token (RAY_AUTH_TOKEN, a file named by RAY_AUTH_TOKEN_PATH, "
-                        "or ~/.ray/auth_token)")
+                        "and its token, the same as the head's (RAY_AUTH_TOKEN, a file named by "
+                        "RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)")
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             cli.fail(f"cannot connect to Ray at {args.address}: {first}{hint}")
     else:

@@ -125,3 +125,23 @@ def test_an_output_nothing_can_be_written_to_is_one_line_even_for_root():
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "is not a writable directory" in lines[0], proc.stderr
+
+
+def test_an_address_where_a_web_server_answers_is_one_line_not_minutes_of_retries(tmp_path):
+    # The dashboard's port (8265, for ray job submit) given as --address: Ray's connect would
+    # retry a port that answers, but not as the GCS, for minutes.
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        proc = run_module("pipelines.svm", "--address", address, "--output", str(tmp_path / "out"),
+                          timeout=60)
+    finally:
+        server.shutdown()
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: cannot connect to Ray at {address}: it answers HTTP")
+    assert not (tmp_path / "out").exists()
