@@ -163,6 +163,10 @@ def test_text_columns_one_hot_encoding_would_garble_are_refused_and_an_index_is_
     base.assign(v=[[i, i + 1] for i in range(n)]).to_parquet(tmp_path / "l.parquet")
     with pytest.raises(DatasetError, match="feature column 'v' holds lists or arrays"):
         load_data(str(tmp_path / "l.parquet"), "y")
+    # Codes that are all digits, kept as text on purpose (zip codes), are labels too.
+    base.assign(zip=["02134", "10001"] * 20).to_parquet(tmp_path / "z.parquet")
+    assert load_data(str(tmp_path / "z.parquet"), "y").feature_names == ["a", "zip_02134",
+                                                                       "zip_10001"]
     # Labels and words stay one-hot columns.
     words = base.assign(color=["red", "blue", "green", "red"] * 10, size=["S1", "M2"] * 20)
     words.to_csv(tmp_path / "w.csv", index=False)

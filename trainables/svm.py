@@ -202,7 +202,7 @@ def _check_text_columns(dataset: str, frame) -> None:
                                "arrays; one number or label per cell (expand it first)")
         text = values.astype(str)
         numbers = pd.to_numeric(values, errors="coerce")
-        if numbers.notna().mean() >= 0.5:
+        if numbers.isna().any() and numbers.notna().mean() >= 0.5:
             stray = sorted(set(text[numbers.isna()]))[:3]
             raise DatasetError(
                 f"dataset '{dataset}': feature column '{column}' is numbers with some text "
