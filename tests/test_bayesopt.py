@@ -393,6 +393,20 @@ def test_warm_start_never_learns_another_fixed_value_or_a_rounded_int_as_this_sp
     ]
     searcher = BayesOptSearcher(space, metric="accuracy", mode="max", seed=0, warm_start=rows)
     assert searcher.n_warm_started == 3
+    # Only active parameters count: a poly-only Int or Fixed in an rbf row is dropped, as
+    # check_config drops it; a Fixed number read back from a string column is that number.
+    wide = Space(name="w", kernel=Categorical(["poly", "rbf"]), C=LogFloat(1e-2, 1e2),
+                 degree=Int(2, 5, when={"kernel": ["poly"]}),
+                 coef0=Fixed(0.0, when={"kernel": ["poly"]}), gamma=Fixed(0.001)).validate()
+    kept = [{"config": {"kernel": "rbf", "C": 1.0, "degree": 2.5, "gamma": 0.001}, "score": 0.5},
+            {"config": {"kernel": "rbf", "C": 1.0, "coef0": 1.0, "gamma": "0.001"}, "score": 0.6},
+            {"config": {"kernel": "poly", "C": 1.0, "degree": 3, "gamma": 0.001}, "score": 0.7}]
+    dropped = [{"config": {"kernel": "poly", "C": 1.0, "degree": 2.5, "gamma": 0.001}, "score": 0},
+               {"config": {"kernel": "poly", "C": 1.0, "degree": 3, "coef0": 1.0}, "score": 0},
+               {"config": {"kernel": "rbf", "C": 1.0, "gamma": "scale"}, "score": 0}]
+    searcher = BayesOptSearcher(wide, metric="accuracy", mode="max", seed=0,
+                                warm_start=kept + dropped)
+    assert searcher.n_warm_started == 3
 
 
 def test_a_condition_on_true_is_not_met_by_the_choice_1():

@@ -1076,15 +1076,19 @@ def _valid_config(space: Space, config: Any) -> dict[str, Any] | None:
     score must not be learned as this one's."""
     if not isinstance(config, Mapping):
         return None
-    for name, value in config.items():
-        param = space.params.get(name)
-        if isinstance(param, Fixed) and not is_one_of(value, [param.value]):
+    try:
+        final = space.check_config(config)
+    except (SpaceError, TypeError, ValueError):
+        return None
+    for name in final:  # the active parameters only: an inactive one is dropped anyway
+        param, value = space.params[name], config.get(name)
+        if isinstance(param, Fixed) and name in config and not (
+                is_one_of(value, [param.value]) or
+                isinstance(value, str) and not isinstance(param.value, str)
+                and value == str(param.value)):  # a string column ("0.001")
             return None
         if isinstance(param, Int) and (isinstance(value, (bool, np.bool_)) or not (
                 isinstance(value, (int, np.integer)) or
                 isinstance(value, (float, np.floating)) and float(value).is_integer())):
             return None
-    try:
-        return space.check_config(config)
-    except (SpaceError, TypeError, ValueError):
-        return None
+    return final
