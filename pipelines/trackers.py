@@ -185,20 +185,28 @@ def _tensorboard_class() -> type:
         def __init__(self, identify, step_key: str, folder: str | None):
             super().__init__()
             self._identify, self._step_key, self._folder = identify, step_key, folder
+            self._seen: set[str] = set()  # Tune trials started before (Tune retries restart)
+            self._starts = 0
 
         def log_trial_start(self, trial: Any) -> None:
             if trial in self._trial_writer:
                 self._trial_writer[trial].close()
+            first = trial.trial_id not in self._seen
+            self._seen.add(trial.trial_id)
             trial.init_local_path()
             # On an object store Ray uploads each Tune trial's own local folder: a re-run
             # trial's events stay under its Tune id there.
             logdir = trial.local_path if self._folder is None else \
                 os.path.join(self._folder, self._identify(trial))
-            if self._folder is not None and not _resumed(trial):
+            if self._folder is not None and first and not _resumed(trial):
                 # Reports from 1 again: an earlier attempt's events go.
                 for old in glob.glob(os.path.join(glob.escape(logdir), "events.out.tfevents.*")):
                     os.remove(old)
-            self._trial_writer[trial] = self._summary_writer_cls(logdir, flush_secs=30)
+            # A name of its own: a writer started in the same second as the trial's earlier
+            # one (a quick retry) would otherwise reuse its file name and overwrite it.
+            self._trial_writer[trial] = self._summary_writer_cls(
+                logdir, flush_secs=30, filename_suffix=f".{os.getpid()}.{self._starts}")
+            self._starts += 1
             self._trial_result[trial] = {}
 
         def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:

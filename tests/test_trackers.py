@@ -284,3 +284,31 @@ def test_event_files_of_a_run_killed_with_sigkill_are_kept(tmp_path):
         steps = sorted(step for f in files for tag, step, _ in _scalars(f)
                        if tag == "ray/tune/cv_accuracy")
         assert steps == sorted(mine["iteration"]), (trial_id, steps)
+
+
+
+def test_tensorboard_keeps_a_trials_events_when_tune_retries_it(tmp_path):
+    # --max-failures: Tune starts the same trial again from its checkpoint; its earlier
+    # epochs' events stay (only a trial --resume starts over loses them, being re-logged).
+    from pipelines.trackers import _tensorboard_class
+
+    class Trial:  # the attributes Ray's TBXLoggerCallback reads from a Tune trial
+        trial_id, config, evaluated_params = "abc", {"lr": 0.1}, {"lr": 0.1}
+        local_path = str(tmp_path / "staging" / "abc")
+
+        def init_local_path(self):
+            os.makedirs(self.local_path, exist_ok=True)
+
+    trial = Trial()
+    events = _tensorboard_class()(lambda t: t.trial_id, "epoch", str(tmp_path / "exp"))
+    events.log_trial_start(trial)
+    for epoch in (1, 2):
+        events.log_trial_result(epoch, trial, {"epoch": epoch, "training_iteration": epoch,
+                                               "val_accuracy": 0.5 + epoch / 10})
+    events.log_trial_start(trial)  # the retry
+    events.log_trial_result(1, trial, {"epoch": 3, "training_iteration": 1, "val_accuracy": 0.9})
+    events.log_trial_end(trial)
+    files = glob.glob(str(tmp_path / "exp" / "abc" / "events.out.tfevents.*"))
+    steps = sorted(step for f in files for tag, step, _ in _scalars(f)
+                   if tag == "ray/tune/val_accuracy")
+    assert steps == [1, 2, 3]
