@@ -327,7 +327,9 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+# The modes read as one channel, as they always were (an experiment resumed must find the
+# channels it started with); other modes are read as RGB.
+_GREY_MODES = ("1", "L", "I", "I;16", "F")
 
 
 def _class_dirs(folder: Path) -> list[str]:
