@@ -55,13 +55,34 @@ def call_main(main: Callable[[], int | None]) -> int | None:
         print("interrupted  (Ctrl-C); what was written is kept: an experiment that exists "
               "continues with --resume --name NAME", file=sys.stderr, flush=True)
         return 130
-    except BrokenPipeError:
-        if not _stdout_reader_gone():
+    except Exception as exc:
+        unavailable = storage_unavailable(exc)
+        if unavailable is None:
+            if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+                # Point stdout at /dev/null: the interpreter's own last flush would fail again.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                return 1
             raise
-        # Point stdout at /dev/null: the interpreter's own last flush would fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # The object store stopped answering mid-run (for longer than its retries): what it
+        # holds is the journal so far, which --resume continues from.
+        print(f"error: {' '.join(str(unavailable).split())}; what reached the store is kept: "
+              "once it answers, the experiment continues with --resume --name NAME --output URI",
+              file=sys.stderr, flush=True)
         return 1
+
+
+def storage_unavailable(exc: BaseException):
+    """The ``StorageUnavailable`` in ``exc``'s chain (Ray Tune wraps a callback's error)."""
+    from pipelines.storage import StorageUnavailable
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, StorageUnavailable):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _stdout_reader_gone() -> bool:

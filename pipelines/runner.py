@@ -357,7 +357,12 @@ class _TrialFailureNoise(logging.Filter):
     PREFIXES = ("Trial task failed for trial", "Trials did not complete")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.PREFIXES)
+        if str(record.msg).startswith(self.PREFIXES):
+            return False
+        # An object store down for longer than the retries: the run ends with one line
+        # (cli.call_main) instead of Tune's traceback of the callback that could not write.
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or cli.storage_unavailable(error) is None
 
 
 def skip_unsent_telemetry() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import posixpath
 import tempfile
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -30,6 +31,32 @@ import pyarrow.fs as pafs
 
 class StorageError(ValueError):
     """A storage URI that cannot be used; the message is one line."""
+
+
+class StorageUnavailable(OSError):
+    """An object store that refused a write for longer than ``RETRY_ENV`` allows, mid-run;
+    the message is one line naming the store and the object."""
+
+
+# Seconds an object-store write is tried again for (default 60): a store that stalls or
+# restarts for seconds must not end a run of hours. Every write is a whole object (a PUT), so
+# trying it again is safe.
+RETRY_ENV = "TUNE_PIPELINE_STORAGE_RETRY_S"
+
+
+def _with_retries(action, what: str):
+    budget = float(os.environ.get(RETRY_ENV, "60"))
+    deadline = time.monotonic() + budget
+    delay = 0.25
+    while True:
+        try:
+            return action()
+        except OSError as exc:
+            if time.monotonic() + delay > deadline:
+                raise StorageUnavailable(f"{what} failed for {budget:.0f} s: {one_line(exc)}") \
+                    from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
 
 
 class Storage:
@@ -122,8 +149,11 @@ class Storage:
             fsync_dir(folder)  # the rename itself survives a power loss, not just the bytes
         else:
             # An object-store PUT replaces the object whole; there is no partial state to see.
-            with self.fs.open_output_stream(target) as f:
-                f.write(data)
+            def put() -> None:
+                with self.fs.open_output_stream(target) as f:
+                    f.write(data)
+
+            _with_retries(put, f"writing {self.uri_of(relpath)}")
 
     def read_bytes(self, relpath: str) -> bytes:
         with self.fs.open_input_stream(self.path(relpath)) as f:

@@ -229,3 +229,73 @@ def test_svm_pipeline_writes_everything_under_the_s3_prefix(s3_server, tmp_path)
     assert "resuming: 3 ended trials kept, 0 to continue, 0 not started yet" in resumed.stderr
     after = s3_server.read_parquet(bucket, "team/tuning/s3run/trials.parquet")
     assert sorted(after["trial_id"]) == sorted(trials["trial_id"])
+
+
+def _stalled(server, seconds: float | None):
+    """Stop the server's process (it accepts connections and answers nothing, as a stalled or
+    overloaded store does) and let it go on after ``seconds`` (None: when the caller does)."""
+    import os
+    import signal
+    import threading
+
+    os.kill(server._proc.pid, signal.SIGSTOP)
+    go_on = lambda: os.kill(server._proc.pid, signal.SIGCONT)  # noqa: E731
+    if seconds is not None:
+        threading.Timer(seconds, go_on).start()
+    return go_on
+
+
+def test_a_write_outlasts_a_store_that_stalls_for_seconds(s3_server, monkeypatch):
+    _use(monkeypatch, s3_server)
+    storage = Storage(f"s3://{s3_server.create_bucket()}/runs")
+    storage.write_bytes("exp/a.json", b"1")
+    go_on = _stalled(s3_server, 4.0)
+    try:
+        storage.write_bytes("exp/b.json", b"2")  # tried again until the store answers
+    finally:
+        go_on()
+    assert storage.read_bytes("exp/b.json") == b"2"
+
+
+@pytest.mark.ray
+def test_a_store_down_for_longer_than_the_retries_is_one_line_and_resume_finishes(s3_server,
+                                                                                  tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    bucket = s3_server.create_bucket("down")
+    uri = f"s3://{bucket}/runs"
+    env = s3_server.env(TUNE_PIPELINE_STORAGE_RETRY_S="3", PYTHONPATH=REPO)
+    args = ["--algo", "random", "--num-samples", "40", "--configs-per-trial", "1", "--seed", "1",
+            "--storage", uri, "--name", "e", "--num-cpus", "2", "--no-report"]
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.svm", *args], env=env,
+                            cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while len([k for k in s3_server.keys(bucket) if "/journal/" in k]) < 12:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    # Stalled until the run gives up (a write failed for longer than its 3 s of retries) or
+    # for 60 s: a stall that hits a call of Ray's own instead makes the run wait for the store,
+    # and it goes on once the store answers. Either way nothing is lost and no traceback shows.
+    go_on = _stalled(s3_server, None)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        go_on()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        go_on()
+    assert proc.returncode in (0, 1), out + err
+    assert "Traceback" not in err, err
+    if proc.returncode == 1:
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and f"error: writing {uri}/e/" in errors[0], err
+        assert "once it answers, the experiment continues with --resume" in errors[0]
+        resumed = run_module("pipelines.svm", "--resume", "--name", "e", "--storage", uri,
+                             "--no-report", env=env, cwd=str(tmp_path), timeout=600)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    trials = s3_server.read_parquet(bucket, "runs/e/trials.parquet")
+    assert sorted(trials["trial_index"]) == list(range(40)) and trials["trial_id"].is_unique
