@@ -154,6 +154,11 @@ def test_imagefolder_skips_hidden_folders_when_it_loads(tmp_path):
     (tmp_path / "pets" / ".ipynb_checkpoints").mkdir()
     (tmp_path / "pets" / ".cache").mkdir()
     write_folder(tmp_path / "pets" / ".cache", classes=("x",), per_class=2)
+    # A notebook's checkpoint copies inside a class folder, and a hidden file: no samples.
+    write_folder(tmp_path / "pets" / "cat" / ".ipynb_checkpoints", classes=("copies",),
+                 per_class=3)
+    (tmp_path / "pets" / "dog" / "0.png").rename(tmp_path / "pets" / "dog" / ".0.png")
+    write_folder(tmp_path / "pets" / "dog" / "more", classes=("nested",), per_class=1)
     spec = resolve_dataset(str(tmp_path / "pets"))
     assert spec.class_names == ("cat", "dog")
     splits = load_dataset(spec)

@@ -321,10 +321,16 @@ def _check_cifar10(root: Path) -> None:
         )
 
 
+def _visible_image(path: Path, root: Path) -> bool:
+    """An image file below ``root`` with no hidden part in between (``cat/.ipynb_checkpoints/
+    x.png`` and ``cat/.x.png`` are a notebook's or an editor's copies, not samples)."""
+    relative = path.relative_to(root).parts
+    return path.suffix.lower() in _IMAGE_EXTENSIONS and not any(
+        part.startswith(".") for part in relative)
+
+
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_EXTENSIONS
-    )
+    return sorted(p for p in folder.rglob("*") if p.is_file() and _visible_image(p, folder))
 
 
 # The modes read as one channel, as they always were (an experiment resumed must find the
@@ -607,7 +613,8 @@ def _read_folder(folder: Path, spec: DatasetSpec):
             classes = _class_dirs(Path(directory))
             return classes, {c: i for i, c in enumerate(classes)}
 
-    dataset = VisibleImageFolder(str(folder))
+    dataset = VisibleImageFolder(str(folder),
+                                 is_valid_file=lambda p: _visible_image(Path(p), folder))
     if tuple(dataset.classes) != spec.class_names:
         raise DataError(
             f"ImageFolder '{folder}' has classes {dataset.classes}, expected {list(spec.class_names)}"
