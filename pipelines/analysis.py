@@ -51,6 +51,7 @@ from pipelines.results import (
     ranked_rows,
 )
 from pipelines.storage import Storage, StorageError
+from search_spaces.space import choice_from_text
 
 __all__ = [
     "AnalysisError",
@@ -513,15 +514,11 @@ def encode_params(exp: Experiment, trials: pd.DataFrame | None = None) -> pd.Dat
             step = 1.0 / (len(choices) - 1) if len(choices) > 1 else 0.0
             position = {_key(c): (i * step if len(choices) > 1 else 0.5)
                         for i, c in enumerate(choices)}
-            # Choices mixing text and numbers (["scale", 0.001]) are a string column: "0.001".
-            texts = [str(c) for c in choices if c is not None and not isinstance(c, str)]
-            for c in choices:
-                if c is not None and not isinstance(c, str) and texts.count(str(c)) == 1:
-                    position.setdefault(str(c), position[_key(c)])
             # A null is the choice None where the param was active (``Space.from_record``).
             chose_none = _chose_none(exp, trials, name) if None in choices else None
             columns[name] = pd.Series(
-                [position.get(_key(v), math.nan) if _present(v) else
+                # choice_from_text: a mixed categorical's "0.001" is its choice 0.001.
+                [position.get(_key(choice_from_text(v, choices)), math.nan) if _present(v) else
                  position[None] if chose_none is not None and chose_none[i] else math.nan
                  for i, v in enumerate(values)], index=trials.index, dtype=float)
     return pd.DataFrame(columns, index=trials.index)

@@ -68,6 +68,16 @@ def is_one_of(value: Any, values: Sequence[Any]) -> bool:
     return any(isinstance(v, (bool, np.bool_)) == flag and v == value for v in values)
 
 
+def choice_from_text(value: Any, choices: Sequence[Any]) -> Any:
+    """The choice a text cell stands for: choices mixing text and numbers (``["scale",
+    0.001]``) are a string column in trials.parquet, so ``"0.001"`` is the choice 0.001, when
+    exactly one choice reads so. Anything else comes back unchanged."""
+    if not isinstance(value, str) or value in choices:
+        return value
+    same = [c for c in choices if c is not None and str(c) == value]
+    return same[0] if len(same) == 1 else value
+
+
 def is_missing(value: Any) -> bool:
     """None, NaN or pandas' NA: a null cell read back from Parquet."""
     if value is None:
@@ -488,14 +498,8 @@ class Space:
         and None for each missing one that is an active categorical's choice None."""
         present = {k: v for k, v in values.items() if k in self.params and not is_missing(v)}
         for name, value in present.items():
-            param = self.params[name]
-            if isinstance(param, Categorical) and isinstance(value, str) and \
-                    value not in param.choices:
-                # A categorical mixing text and numbers (["scale", 0.001]) is a string column:
-                # "0.001" is the choice whose text it is, when exactly one choice reads so.
-                same = [c for c in param.choices if c is not None and str(c) == value]
-                if len(same) == 1:
-                    present[name] = same[0]
+            if isinstance(self.params[name], Categorical):
+                present[name] = choice_from_text(value, self.params[name].choices)
         for name in self.order:  # parents first: a child's condition may be on a None choice
             param = self.params[name]
             if name in values and name not in present and isinstance(param, Categorical) and \

@@ -52,7 +52,15 @@ from pipelines.searchers._bayesopt_box import (
 )
 from pipelines.searchers._resume import RESUME_KEY, Placement, TrialOrder
 from pipelines.searchers._state import PickledState
-from search_spaces.space import Categorical, Fixed, Int, Space, SpaceError, is_one_of
+from search_spaces.space import (
+    Categorical,
+    Fixed,
+    Int,
+    Space,
+    SpaceError,
+    choice_from_text,
+    is_one_of,
+)
 from search_spaces.transform import UnitTransform
 
 __all__ = ["BayesOptSearcher", "default_n_init", "warm_start_from_parquet"]
@@ -511,9 +519,9 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         """
         sign = 1.0 if self._mode == "max" else -1.0  # bayes_opt maximizes
         observed, scores, levels = self._training_set()
-        if levels is not None:
-            return self._joint_suggestion(observed, _model_targets(scores, sign), levels)
         targets = _model_targets(scores, sign)
+        if levels is not None:
+            return self._joint_suggestion(observed, targets, levels)
         seed = self._model_seed()
         merged, gp = self._fit_model(observed, targets, [u for _, u in self._pending.values()],
                                      seed)
@@ -1082,10 +1090,9 @@ def _valid_config(space: Space, config: Any) -> dict[str, Any] | None:
         return None
     for name in final:  # the active parameters only: an inactive one is dropped anyway
         param, value = space.params[name], config.get(name)
-        if isinstance(param, Fixed) and name in config and not (
-                is_one_of(value, [param.value]) or
-                isinstance(value, str) and not isinstance(param.value, str)
-                and value == str(param.value)):  # a string column ("0.001")
+        # A Fixed number read back from an earlier space's string column ("0.001") is that number.
+        if isinstance(param, Fixed) and name in config and \
+                not is_one_of(choice_from_text(value, [param.value]), [param.value]):
             return None
         if isinstance(param, Int) and (isinstance(value, (bool, np.bool_)) or not (
                 isinstance(value, (int, np.integer)) or
