@@ -500,7 +500,7 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         f"{k}={_short(v)}" for k, v in ray_resource_names(demand).items() if v
     )
     trainable = tune.with_resources(trainable, resources)
-    from pipelines.callbacks import ResultsCallback, journal_id
+    from pipelines.callbacks import ResultsCallback
     from pipelines.schedulers import build_scheduler
 
     scheduler = build_scheduler(args, full_budget(task, args), time_attr=task.time_attr,
@@ -511,12 +511,12 @@ def build_tuner(task: Task, prep: Prepared, data: Any, writer: ResultsWriter, pr
         progress.scheduler = scheduler
         progress.members = getattr(prep.searcher, "members", None)
         progress.placement = getattr(prep.searcher, "placement", None)
-    callbacks = [ResultsCallback(writer, scheduler, prep.searcher)]
+    results = ResultsCallback(writer, scheduler, prep.searcher)
+    callbacks = [results]
     callbacks += [progress] if progress is not None else []
-    placement = getattr(prep.searcher, "placement", None)
     callbacks += trackers.callbacks(
         args, task.name, prep.storage.uri_of(args.name),
-        identify=lambda trial: journal_id(trial, placement(trial.trial_id) if placement else None),
+        identify=results._journal_id,  # the trackers name a trial as the journal does
         step_key=task.time_attr,
         folder=prep.storage.path(args.name) if prep.storage.is_local else None)
     storage_path, storage_fs = prep.storage.tune_storage()
