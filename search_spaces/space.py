@@ -69,9 +69,19 @@ def is_one_of(value: Any, values: Sequence[Any]) -> bool:
 
 
 def choice_from_text(value: Any, choices: Sequence[Any]) -> Any:
-    """The choice a text cell stands for: choices mixing text and numbers (``["scale",
-    0.001]``) are a string column in trials.parquet, so ``"0.001"`` is the choice 0.001, when
-    exactly one choice reads so. Anything else comes back unchanged."""
+    """The choice a cell read back from Parquet stands for: choices mixing text and numbers
+    (``["scale", 0.001]``) are a string column in trials.parquet, so ``"0.001"`` is the choice
+    0.001, when exactly one choice reads so; and pandas reads an int column with nulls (an
+    int categorical inactive in some rows) as float64, so 3.0 is the choice 3. Anything else
+    comes back unchanged."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not isinstance(value, bool):
+        if any(isinstance(c, float) and c == value for c in choices):
+            return value
+        same = [c for c in choices if isinstance(c, int) and not isinstance(c, bool)
+                and c == value]
+        return same[0] if len(same) == 1 else value
     if not isinstance(value, str) or value in choices:
         return value
     same = [c for c in choices if c is not None and str(c) == value]
@@ -95,6 +105,34 @@ def _is_number(value: Any) -> bool:
 def _near(value: float, limit: float) -> bool:
     """Whether ``value`` differs from ``limit`` by float rounding only (``SNAP_ULPS`` ulps)."""
     return abs(value - limit) <= SNAP_ULPS * math.ulp(limit)
+
+
+# Arrow's int64, the type of an integer column in trials.parquet.
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _native(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (``np.int64(3)`` as 3, ``np.True_`` as
+    True); anything else unchanged. A space written with numpy values (``np.arange(2, 5)``,
+    ``np.logspace(...)``) then types its columns, and reads back from experiment.json, as the
+    same space written with Python numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _check_scalar(param: Param, value: Any, what: str) -> None:
+    """A categorical's choice or a fixed value must be a value trials.parquet stores in a typed
+    column and the journal reads back as itself: a dict's int keys come back from JSON as text
+    and a tuple as a list, so those would run as something else after a resume."""
+    if value is None or isinstance(value, (str, bool, float)):
+        return
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise param.error(f"{what} {value!r} does not fit a 64-bit integer")
+        return
+    raise param.error(f"{what} {value!r} is a {type(value).__name__}; choices and fixed values "
+                      "must be strings, numbers, booleans or None")
 
 
 def _snap_integer(value: Any) -> Any:
@@ -122,12 +160,12 @@ class Param:
 
     def __init__(self, *, grid: Sequence[Any] | None = None, when: Mapping[str, Any] | None = None):
         self.name = "?"  # set by Space
-        self.grid_values = None if grid is None else list(grid)
+        self.grid_values = None if grid is None else [_native(v) for v in grid]
         self.when: dict[str, list[Any]] = {}
         for parent, values in (when or {}).items():
             if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
                 values = [values]
-            self.when[parent] = list(values)
+            self.when[parent] = [_native(v) for v in values]
 
     # --- contract used by Space -------------------------------------------------------------
     def check(self) -> None:
@@ -178,7 +216,7 @@ class Float(Param):
 
     def __init__(self, low: float, high: float, *, log: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
-        self.low, self.high, self.log = low, high, bool(log)
+        self.low, self.high, self.log = _native(low), _native(high), bool(log)
 
     def _fields(self) -> dict[str, Any]:
         return {"low": self.low, "high": self.high, "log": self.log}
@@ -256,6 +294,8 @@ class Int(Float):
         for bound in (self.low, self.high):
             if not (_is_number(bound) and float(bound).is_integer()):
                 raise self.error(f"low and high must be integers, got {self.low!r} and {self.high!r}")
+            if not _INT64[0] <= bound <= _INT64[1]:
+                raise self.error(f"{bound!r} does not fit a 64-bit integer")
         super().check()
 
     def snap(self, value: Any) -> Any:
@@ -305,7 +345,9 @@ class Categorical(Param):
 
     def __init__(self, choices: Sequence[Any], **kwargs: Any):
         super().__init__(**kwargs)
-        self.choices = list(choices) if isinstance(choices, Iterable) else choices
+        # A string is one value, not a list of its letters (as in ``when=``).
+        self.choices = [_native(c) for c in choices] \
+            if isinstance(choices, Iterable) and not isinstance(choices, (str, bytes)) else choices
 
     def _fields(self) -> dict[str, Any]:
         return {"choices": list(self.choices)}
@@ -315,8 +357,13 @@ class Categorical(Param):
         return True
 
     def check(self) -> None:
+        if isinstance(self.choices, (str, bytes)):
+            raise self.error(f"choices must be a list, not the string {self.choices!r} (write "
+                             f"Categorical([{self.choices!r}]) or Fixed({self.choices!r}))")
         if not isinstance(self.choices, list) or not self.choices:
             raise self.error("choices must be a non-empty list")
+        for choice in self.choices:
+            _check_scalar(self, choice, "choice")
         if len(set(map(repr, self.choices))) != len(self.choices):
             raise self.error(f"choices {self.choices!r} contain duplicates")
         super().check()
@@ -342,7 +389,7 @@ class Fixed(Param):
 
     def __init__(self, value: Any, **kwargs: Any):
         super().__init__(**kwargs)
-        self.value = value
+        self.value = _native(value)
 
     def _fields(self) -> dict[str, Any]:
         return {"value": self.value}
@@ -354,6 +401,7 @@ class Fixed(Param):
     def check(self) -> None:
         if self.grid_values is not None:
             raise self.error("a fixed parameter takes no grid")
+        _check_scalar(self, self.value, "value")
 
     def check_value(self, value: Any, what: str = "value") -> None:
         if value != self.value:

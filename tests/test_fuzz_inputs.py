@@ -738,7 +738,7 @@ _SPACE_REGRESSIONS = {
     "array in grid": ("SPACE = Space(a=Categorical(['rbf'], grid=[np.array([1, 2])]))",
                       "parameter 'a': invalid definition (ValueError"),
     "array fixed parent": ("SPACE = Space(k=Fixed(np.array([1, 2])), a=Float(0, 1, when={'k': [1]}))",
-                           "parameter 'a': condition value 1 for 'k'"),
+                           "parameter 'k': value array([1, 2]) is a ndarray"),
     # the space file ends the process: SystemExit is a BaseException, not an Exception
     "SystemExit at import": ("raise SystemExit(3)", "failed to import: SystemExit: 3"),
     "sys.exit at import": ("import sys; sys.exit('bye')", "failed to import: SystemExit: bye"),

@@ -87,6 +87,17 @@ def test_int_sampling_covers_range_inclusively():
         ({"x": Float(0, 1), "g": Float(0, 1, when={"x": [0.5]})}, "parameter 'g': condition on 'x', which is continuous"),
         ({"k": Categorical([])}, "parameter 'k': choices must be a non-empty list"),
         ({"n": Int(1.5, 3)}, "parameter 'n': low and high must be integers"),
+        # A string is one value, not its letters as choices (trials 'r', 'b' and 'f' before).
+        ({"kernel": Categorical("rbf")}, "parameter 'kernel': choices must be a list, not the "
+                                         "string 'rbf'"),
+        # A dict's int keys come back from JSON as text: after --resume, sklearn refused them.
+        ({"cw": Categorical([{0: 1, 1: 2}, None])}, "parameter 'cw': choice \\{0: 1, 1: 2\\} is a "
+                                                  "dict; choices and fixed values must be"),
+        ({"h": Fixed((64, 32))}, "parameter 'h': value \\(64, 32\\) is a tuple"),
+        # Beyond int64 the run died writing trials.parquet, after Ray had started.
+        ({"m": Fixed(10**20)}, "parameter 'm': value 100000000000000000000 does not fit a 64-bit"),
+        ({"m": Categorical([1, -(2**63) - 1])}, "parameter 'm': choice -9223372036854775809 does"),
+        ({"m": Int(1, 2**63)}, "parameter 'm': 9223372036854775808 does not fit a 64-bit"),
         ({"a": Categorical(["x"], when={"b": ["y"]}), "b": Categorical(["y"], when={"a": ["x"]})},
          "conditions form a cycle"),
     ],
@@ -256,3 +267,37 @@ def test_a_row_of_a_categorical_mixing_text_and_numbers_reads_back_as_its_choice
         {"gamma": 0.001, "flag": True, "same": "1"}
     assert space.from_record({"gamma": "10", "flag": "auto", "same": "1"})["gamma"] == 10
     assert space.from_record({"gamma": "scale", "flag": "auto", "same": "1"})["gamma"] == "scale"
+
+
+def test_numpy_values_are_python_values_in_columns_and_after_a_json_round_trip():
+    import json
+
+    from pipelines.results import param_type
+
+    # experiment.json is written with default=str: np.int64 choices came back as "2", "3",
+    # and every trial run after --resume got a string degree, which SVC refused.
+    space = Space(name="s", degree=Categorical(np.arange(2, 4)), shrinking=Categorical(
+        [np.True_, np.False_]), tol=Fixed(np.float64(1e-3)), seed=Fixed(np.int64(5)),
+        C=LogFloat(np.float32(0.5), 10.0, grid=list(np.array([1.0, 2.0]))),
+        coef0=Float(0, 1, when={"degree": list(np.array([3]))})).validate()
+    stored = json.loads(json.dumps(space.to_dict(), default=str))
+    assert Space.from_dict(stored).to_dict() == space.to_dict()
+    assert stored["params"]["degree"]["choices"] == [2, 3]
+    assert stored["params"]["coef0"]["when"] == {"degree": [3]}
+    assert [type(v) for v in space.params["degree"].choices] == [int, int]
+    assert space.params["shrinking"].choices == [True, False]
+    assert {name: str(param_type(p)) for name, p in space.params.items()} == {
+        "degree": "int64", "shrinking": "bool", "tol": "double", "seed": "int64", "C": "double",
+        "coef0": "double"}
+
+
+def test_an_int_choice_read_back_as_a_float_is_the_int_choice():
+    # pandas reads an int64 column with nulls (the choice inactive in some rows) as float64.
+    space = Space(name="s", kernel=Categorical(["poly", "rbf"]),
+                  degree=Categorical([2, 3], when={"kernel": ["poly"]}),
+                  mix=Categorical([1, 1.5])).validate()
+    row = space.from_record({"kernel": "poly", "degree": np.float64(3.0), "mix": 1.0})
+    assert row == {"kernel": "poly", "degree": 3, "mix": 1}
+    assert type(row["degree"]) is int and type(row["mix"]) is int
+    assert space.from_record({"kernel": "rbf", "degree": float("nan"), "mix": 1.5}) == \
+        {"kernel": "rbf", "mix": 1.5}
