@@ -23,6 +23,7 @@ The rules of the replay (one place, used live and on resume alike):
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import os
@@ -67,6 +68,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _event_time(event: Mapping[str, Any]) -> float:
+    try:
+        return float(event.get("time") or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 class Journal:
     """Append and read the events of one experiment.
 
@@ -88,21 +96,38 @@ class Journal:
 
     # --- reading ---------------------------------------------------------------------------
     def exists(self) -> bool:
-        if self.storage.is_local:
-            return os.path.exists(self.storage.path(self.experiment, JOURNAL_FILE))
-        return bool(self._object_names())
+        return self.storage.exists(self.experiment, JOURNAL_FILE) or bool(self._object_names())
 
     def read(self) -> list[dict[str, Any]]:
-        """Every complete event, in the order it was written."""
+        """Every complete event, in the order it was written.
+
+        A local experiment writes one file, an object-store one an object per event. An
+        experiment copied from one to the other (run on a laptop, uploaded, resumed or rebuilt
+        on the cluster; or back again) holds both: each in its own order, interleaved by the
+        events' times.
+        """
+        from_file = self._file_events()
+        from_objects = self._object_events()
+        if not (from_file and from_objects):
+            return from_file or from_objects
+        return list(heapq.merge(from_file, from_objects, key=_event_time))
+
+    def _file_events(self) -> list[dict[str, Any]]:
         if self.storage.is_local:
             path = self.storage.path(self.experiment, JOURNAL_FILE)
             if not os.path.exists(path):
                 return []
             with open(path, "rb") as f:
                 data = f.read()
-            lines = data.split(b"\n")
-            # The last piece is empty after a complete line, or a torn line after a hard kill.
-            return [event for line in lines[:-1] if (event := _parse(line)) is not None]
+        else:
+            if not self.storage.exists(self.experiment, JOURNAL_FILE):
+                return []
+            data = self.storage.read_bytes(f"{self.experiment}/{JOURNAL_FILE}")
+        lines = data.split(b"\n")
+        # The last piece is empty after a complete line, or a torn line after a hard kill.
+        return [event for line in lines[:-1] if (event := _parse(line)) is not None]
+
+    def _object_events(self) -> list[dict[str, Any]]:
         events = []
         for name in self._object_names():
             event = _parse(self.storage.read_bytes(f"{self.experiment}/{JOURNAL_DIR}/{name}"))

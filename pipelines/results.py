@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from pipelines.faults import pause_point
 from pipelines.journal import (
+    JOURNAL_DIR,
     JOURNAL_FILE,
     STATUS_ERROR,
     STATUS_FINISHED,
@@ -65,7 +66,7 @@ from pipelines.journal import (
     start_event,
 )
 from pipelines.storage import Storage, StorageError, one_line
-from search_spaces.space import Categorical, Fixed, Float, Int, Space
+from search_spaces.space import Categorical, Fixed, Float, Int, Space, SpaceError
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"tune_pipeline"
@@ -757,6 +758,10 @@ def _split_location(location: str) -> tuple[Storage, str]:
     return Storage(parent), name
 
 
+class NoJournal(ValueError):
+    """The experiment has no journal to rebuild its files from."""
+
+
 def rebuild_from_journal(experiment_dir: str) -> int:
     """Rewrite the Parquet files of an experiment (a local folder or an object-store URI such
     as ``s3://bucket/prefix/NAME``) from its journal; returns the trial count.
@@ -765,11 +770,18 @@ def rebuild_from_journal(experiment_dir: str) -> int:
     ------
     SchemaVersionError
         The experiment was written with a newer schema version.
+    NoJournal
+        The experiment holds no journal (the Parquet files are not touched).
     """
     storage, name = _split_location(experiment_dir)
     info = json.loads(storage.read_bytes(f"{name}/{EXPERIMENT_FILE}"))
     check_schema_version(info.get("schema_version"), storage.uri_of(name, EXPERIMENT_FILE))
     space = Space.from_dict(info["space"])
+    if not Journal(storage, name).exists():
+        # Without its journal a rebuild would write zero trials over the files it came to fix.
+        raise NoJournal(f"'{storage.uri_of(name)}' holds no journal ({JOURNAL_FILE} or "
+                        f"{JOURNAL_DIR}/): nothing to rebuild from; the Parquet files are left "
+                        "as they are")
     writer = ResultsWriter(storage, name, space,
                            MetricColumns.from_dict(info["metrics"]), {},
                            # the folder's name, as the rows' experiment column has it (a copied
@@ -782,10 +794,10 @@ def rebuild_from_journal(experiment_dir: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
+    from pipelines.cli import OneLineParser
 
-    parser = argparse.ArgumentParser(prog="python -m pipelines.results",
-                                     description="Maintenance of an experiment's result files.")
+    parser = OneLineParser(prog="python -m pipelines.results",
+                           description="Maintenance of an experiment's result files.")
     sub = parser.add_subparsers(dest="command", required=True)
     rebuild = sub.add_parser("rebuild", help="rewrite Parquet from the journal after a hard kill")
     rebuild.add_argument("experiment_dir")
@@ -801,8 +813,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         count = rebuild_from_journal(args.experiment_dir)
-    except SchemaVersionError as exc:
+    except (SchemaVersionError, NoJournal) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, TypeError, SpaceError) as exc:
+        # experiment.json cut short or edited by hand: the record the Parquet files are typed by
+        print(f"error: '{storage.uri_of(name, EXPERIMENT_FILE)}' is not a readable experiment "
+              f"record ({type(exc).__name__}: {one_line(exc)}); the Parquet files are left as "
+              "they are", file=sys.stderr)
         return 2
     print(f"rebuilt {TRIALS_FILE} and {EPOCHS_FILE} with {count} trials")
     return 0

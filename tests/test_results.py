@@ -56,6 +56,36 @@ def test_a_rebuild_in_a_copied_folder_names_one_experiment_in_rows_and_metadata(
         meta = json.loads(table.schema.metadata[b"tune_pipeline"])
         assert table["experiment"].to_pylist() == ["copy"] and meta["experiment"] == "copy"
 
+def test_a_rebuild_never_writes_over_good_files_from_no_journal_or_a_bad_record(tmp_path, capsys):
+    writer = _writer(tmp_path)
+    writer.start_trial("a", 0, {"kernel": "linear", "C": 1.0})
+    writer.add_result("a", {"score": 0.9, "fidelity": 1.0, "training_iteration": 1})
+    writer.end_trial("a", "finished")
+    writer.flush()
+    record = {"name": "exp", "space": load_space("svm").to_dict(), "metrics": METRICS.to_dict()}
+    write_experiment_json(Storage(str(tmp_path)), "exp", record)
+    trials = tmp_path / "exp" / "trials.parquet"
+    good = trials.read_bytes()
+    (tmp_path / "exp" / "journal.jsonl").rename(tmp_path / "journal.jsonl")
+    capsys.readouterr()
+    # Before: "rebuilt ... with 0 trials", exit 0, and an empty trials.parquet.
+    assert main(["rebuild", str(tmp_path / "exp")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "holds no journal" in err and err.count("\n") == 1
+    assert trials.read_bytes() == good
+    (tmp_path / "journal.jsonl").rename(tmp_path / "exp" / "journal.jsonl")
+    for broken in ('{"bad', json.dumps({k: v for k, v in record.items() if k != "space"})):
+        (tmp_path / "exp" / "experiment.json").write_text(broken)
+        assert main(["rebuild", str(tmp_path / "exp")]) == 2  # a traceback before
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "not a readable experiment record" in err, err
+        assert err.count("\n") == 1 and trials.read_bytes() == good
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rebuild"])  # argparse's usage and error took two lines
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
 def test_journal_reload_keeps_finished_trials(tmp_path):
     writer = _writer(tmp_path)
     for i, score in enumerate([0.5, 0.7]):

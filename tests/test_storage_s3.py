@@ -124,6 +124,60 @@ def test_results_in_parts_then_compacted_on_the_server(s3_server, monkeypatch):
     assert len(s3_server.read_parquet(bucket, "runs/exp/epochs.parquet")) == 8
 
 
+def test_an_experiment_copied_between_a_disk_and_a_bucket_keeps_its_journal(s3_server,
+                                                                          monkeypatch, tmp_path):
+    # A local experiment journals to one file, an object-store one to an object per event. A
+    # copy into the other kind of storage used to read as a journal of 0 trials: a rebuild
+    # there wrote empty Parquet files over good ones, and a resume would run every trial again.
+    import pyarrow as pa
+
+    from pipelines.journal import Journal
+    from pipelines.results import MetricColumns, ResultsWriter, main, write_experiment_json
+    from search_spaces import load_space
+
+    _use(monkeypatch, s3_server)
+    bucket = s3_server.create_bucket()
+    metrics = MetricColumns("score", "max", {"score": pa.float64()}, "epoch")
+    space = load_space("svm")
+
+    def run_trials(storage, first, count):
+        writer = ResultsWriter(storage, "exp", space, metrics, {}, {}, flush_every_s=3600)
+        writer.load_journal()
+        for i in range(first, first + count):
+            writer.start_trial(f"t{i}", i, {"kernel": "linear", "C": 1.0 + i})
+            writer.add_result(f"t{i}", {"score": i / 10, "training_iteration": 1})
+            writer.end_trial(f"t{i}", "finished")
+
+    def copy(source, target):
+        for rel in source.list_files("exp"):
+            target.write_bytes(rel, source.read_bytes(rel))
+
+    local = Storage(str(tmp_path / "laptop"))
+    write_experiment_json(local, "exp", {"name": "exp", "space": space.to_dict(),
+                                         "metrics": metrics.to_dict(), "schema_version": 1})
+    run_trials(local, 0, 2)
+    remote = Storage(f"s3://{bucket}/runs")
+    copy(local, remote)
+    assert Journal(remote, "exp").exists()
+    run_trials(remote, 2, 1)  # resumed on the cluster: its events are objects after the file's
+    assert [e["trial_id"] for e in Journal(remote, "exp").read() if e["event"] == "start"] == \
+        ["t0", "t1", "t2"]
+    assert main(["rebuild", f"s3://{bucket}/runs/exp"]) == 0
+    assert s3_server.read_parquet(bucket, "runs/exp/trials.parquet")["trial_id"].tolist() == \
+        ["t0", "t1", "t2"]
+
+    back = Storage(str(tmp_path / "back"))
+    copy(remote, back)  # and down again, to go on locally: the objects came first
+    run_trials(back, 3, 1)
+    assert [e["trial_id"] for e in Journal(back, "exp").read() if e["event"] == "start"] == \
+        ["t0", "t1", "t2", "t3"]
+    assert main(["rebuild", str(tmp_path / "back" / "exp")]) == 0
+    import pandas as pd
+
+    trials = pd.read_parquet(tmp_path / "back" / "exp" / "trials.parquet")
+    assert trials["trial_id"].tolist() == ["t0", "t1", "t2", "t3"]
+
+
 # --- the pipeline end to end ----------------------------------------------------------------
 
 def _assert_one_line_exit_2_before_ray(proc, *fragments):
