@@ -35,7 +35,12 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_BAD_INPUT)
 
 
-def call_main(main: Callable[[], int | None]) -> int | None:
+# What call_main says of a Ctrl-C it catches, by default (the tuning pipelines).
+RESUME_HINT = ("what was written is kept: an experiment that exists continues with --resume "
+               "--name NAME")
+
+
+def call_main(main: Callable[[], int | None], *, interrupted: str = RESUME_HINT) -> int | None:
     """``main()`` for a ``__main__`` block, where a reader that closed our stdout early
     (``... | head``) ends the process quietly with exit code 1 instead of a BrokenPipeError
     traceback, the way Python's documentation gives (SIGPIPE stays ignored).
@@ -52,8 +57,8 @@ def call_main(main: Callable[[], int | None]) -> int | None:
     except KeyboardInterrupt:
         # Ctrl-C outside the points the runner answers itself (Ray's start, Tune's run): the
         # files are written whole or not at all, so a line says so instead of a traceback.
-        print("interrupted  (Ctrl-C); what was written is kept: an experiment that exists "
-              "continues with --resume --name NAME", file=sys.stderr, flush=True)
+        print(f"interrupted  (Ctrl-C); {interrupted}",
+              file=sys.stderr, flush=True)
         return 130
     except Exception as exc:
         unavailable = storage_unavailable(exc)

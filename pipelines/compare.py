@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -492,6 +493,51 @@ def run_argv(args: argparse.Namespace, strategy: str, *, seed: int, trials: int,
     return argv
 
 
+class Interrupted(Exception):
+    """compare was stopped (Ctrl-C, SIGTERM) while a run was in progress."""
+
+    def __init__(self, signum: int, name: str, log: str):
+        super().__init__(name)
+        self.signum, self.name, self.log = signum, name, log
+
+
+def _signalled(signum: int, frame: Any) -> None:
+    raise Interrupted(signum, "", "")
+
+
+# How long a stopped run may take to write its files and end (it stops its trials, writes its
+# Parquet files and shuts Ray down) before it is killed.
+STOP_GRACE_S = 120.0
+
+
+def _wait_for_run(argv: list[str], out: Any, env: Mapping[str, str], name: str,
+                  log: str) -> int:
+    """Run one pipeline and return its exit code.
+
+    The run has a session of its own, so a terminal's Ctrl-C reaches compare alone, which
+    passes it on once: the run then stops as it would on its own Ctrl-C (its trials stopped,
+    its files written, status "interrupted") instead of being killed a quarter of a second
+    later, as ``subprocess.run`` does, with its Ray processes left behind. SIGTERM is passed
+    on the same way. A second Ctrl-C while it stops kills it.
+    """
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _signalled)
+    try:
+        return proc.wait()
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        proc.send_signal(signum)
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt, Interrupted):
+            proc.kill()
+            proc.wait()
+        raise Interrupted(signum, name, log) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(args: argparse.Namespace, strategy: str, seed: int, trials: int,
          name: str) -> Experiment:
     """One real run of the pipeline, its output in ``runs/<name>.log``; exits 1 if it fails."""
@@ -501,15 +547,19 @@ def _run(args: argparse.Namespace, strategy: str, seed: int, trials: int,
     env.pop("RAY_ADDRESS", None)  # a fresh local Ray for every run
     log = os.path.join(args.output, "runs", f"{name}.log")
     with open(log, "w") as out:
-        code = subprocess.run(run_argv(args, strategy, seed=seed, trials=trials, name=name),
-                              stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        code = _wait_for_run(run_argv(args, strategy, seed=seed, trials=trials, name=name),
+                             out, env, name, log)
     folder = os.path.join(args.output, "runs", name)
     exp = analysis.load_experiment(folder) if code == 0 else None
     if code != 0 or exp.info.get("status") != "finished":
         with open(log) as f:
             lines = [line.strip() for line in f if line.strip()]
-        reason = next((line for line in reversed(lines) if line.startswith("error:")),
-                      lines[-1] if lines else "no output")
+        # The run's own error line, else its summary's "no trial produced a score (...)"
+        # line, which says why, else its last line.
+        reason = next((line for line in reversed(lines) if line.startswith("error:")), None) \
+            or next((line for line in reversed(lines) if line.startswith("best ")
+                     and "none" in line.split("(")[0]), None) \
+            or (lines[-1] if lines else "no output")
         print(f"error: {name} failed (exit {code}): {reason[:300]} (its output: {log})",
               file=sys.stderr)
         raise SystemExit(1)
@@ -563,7 +613,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in range(args.seeds):
         for strategy in args.strategies:
             algo, scheduler = strategy.rsplit("-", 1)
-            exp, curve, name, attempt = _spend(args, strategy, seed, budget, unit, full, rate)
+            try:
+                exp, curve, name, attempt = _spend(args, strategy, seed, budget, unit, full,
+                                                   rate)
+            except Interrupted as stop:
+                how = "Ctrl-C" if stop.signum == signal.SIGINT else \
+                    signal.Signals(stop.signum).name
+                print(f"interrupted  ({how}) during {stop.name}, which stopped and kept what it "
+                      f"had written (its output: {stop.log}); compare has no --resume: run it "
+                      "again with a new --output", file=sys.stderr, flush=True)
+                return 130
             row = {"strategy": strategy, "algorithm": algo, "scheduler": scheduler, "seed": seed,
                    **run_row(exp, unit, budget), "attempts": attempt,
                    "experiment": os.path.join("runs", name)}
@@ -614,4 +673,6 @@ def format_summary(summary: pd.DataFrame, unit: ComputeUnit) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.call_main(main))
+    sys.exit(cli.call_main(main, interrupted="finished runs are kept under OUTPUT/runs; "
+                                                "compare has no --resume: run it again with a "
+                                                "new --output"))

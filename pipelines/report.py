@@ -609,4 +609,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.exit_process(cli.call_main(main))
+    cli.exit_process(cli.call_main(main, interrupted="the report was not written; run it "
+                                                         "again"))

@@ -829,4 +829,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     from pipelines import cli
 
-    raise SystemExit(cli.call_main(main))
+    raise SystemExit(cli.call_main(main, interrupted="each file is written whole or "
+                                                      "not at all; run the rebuild again"))

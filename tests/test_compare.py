@@ -237,3 +237,73 @@ def test_real_comparison_on_the_svm_task_agrees_with_each_runs_own_files(tmp_pat
     assert summary["strategy"].tolist() == ["grid-fifo", "random-asha"]
     assert "random-asha" in proc.stdout and f"results      {out}/" in proc.stdout
     assert os.path.isdir(out / "runs" / "grid-fifo-s0")
+
+
+def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(tmp_path):
+    # subprocess.run killed the run 0.25 s after compare's KeyboardInterrupt: its
+    # experiment.json stayed "running", its Ray processes were left behind, and the line said
+    # "--resume --name NAME", which compare does not take.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO
+
+    space = tiny_svm_space(tmp_path / "tiny.py")
+    out = tmp_path / "cmp"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.compare", "--task", "svm", "--strategies", "random-fifo",
+         "--seeds", "1", "--budget", str(3000 * 240), "--space", space, "--dataset", "iris",
+         "--num-cpus", "2", "--output", str(out)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+
+    def ended() -> int:
+        return sum(path.read_text().count('"event":"end"')
+                   for path in out.glob("runs/*/journal.jsonl"))
+
+    try:
+        deadline = time.time() + 240
+        while ended() < 3 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None and ended() >= 3, proc.communicate()
+        os.kill(proc.pid, signal.SIGINT)  # compare alone, as a terminal's Ctrl-C now reaches it
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "random-fifo-s0" in lines[0] and "new --output" in lines[0], err
+    assert "--resume --name" not in lines[0] and "Traceback" not in err
+    (folder,) = [p.parent for p in out.glob("runs/*/experiment.json")]
+    info = json.loads((folder / "experiment.json").read_text())
+    assert info["status"] == "interrupted"  # it stopped itself, its files written
+    trials = pd.read_parquet(folder / "trials.parquet")
+    assert len(trials) >= 3 and trials["trial_id"].is_unique
+    # Nothing of the run is left: no process still names its output folder.
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout
+    assert left.strip() == ""
+
+
+def test_a_run_with_no_score_names_why_it_stopped_the_comparison(tmp_path):
+    (tmp_path / "fail.py").write_text(
+        "from search_spaces.space import Categorical, Fixed, Space\n"
+        "SPACE = Space(name='fail', kernel=Categorical(['linear']), C=Fixed(-1.0))\n")
+    out = tmp_path / "cmp"
+    proc = run_module("pipelines.compare", "--task", "svm", "--strategies", "random-fifo",
+                      "--seeds", "1", "--budget", str(2 * 240), "--space", str(tmp_path / "fail.py"),
+                      "--dataset", "iris", "--num-cpus", "2", "--output", str(out), timeout=300)
+    assert proc.returncode == 1
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    # Before: the run's last line ("results   FOLDER"), which says nothing of why.
+    assert "random-fifo-s0 failed" in line and "no trial produced a score" in line, line
+    assert "first error" in line and "'C'" in line, line
