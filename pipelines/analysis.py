@@ -307,16 +307,26 @@ def experiment_labels(experiments: Sequence[Experiment]) -> list[str]:
 
 
 def trials_frame(experiments: Sequence[Experiment]) -> pd.DataFrame:
-    """Every experiment's trials in one table (the ``experiment`` column tells them apart).
+    """Every experiment's trials in one table; the ``experiment`` column tells them apart.
 
-    Parameter columns that one space lacks are null for its rows.
+    That column holds ``experiment_labels``: the name, with the location where two
+    experiments share a name (``runs/random-fifo-s0`` of two comparisons), as
+    ``settings_frame``'s index does, so the two join. Parameter columns that one space lacks
+    are null for its rows.
     """
-    return pd.concat([e.trials for e in experiments], ignore_index=True, sort=False)
+    return _labelled([e.trials for e in experiments], experiments)
 
 
 def epochs_frame(experiments: Sequence[Experiment]) -> pd.DataFrame:
-    """Every experiment's reports in one table."""
-    return pd.concat([e.epochs for e in experiments], ignore_index=True, sort=False)
+    """Every experiment's reports in one table, labelled as in ``trials_frame``."""
+    return _labelled([e.epochs for e in experiments], experiments)
+
+
+def _labelled(frames: list[pd.DataFrame], experiments: Sequence[Experiment]) -> pd.DataFrame:
+    labels = experiment_labels(experiments)
+    frames = [frame if label == exp.name else frame.assign(experiment=label)
+              for frame, label, exp in zip(frames, labels, experiments)]
+    return pd.concat(frames, ignore_index=True, sort=False)
 
 
 def settings_frame(experiments: Sequence[Experiment]) -> pd.DataFrame:

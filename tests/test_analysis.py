@@ -190,6 +190,28 @@ def test_several_experiments_as_one_table_each(tmp_path):
         f"five-max ({first.location})", f"five-max ({again.location})"]
 
 
+def test_two_experiments_of_one_name_stay_apart_in_the_tables_and_join_their_settings(tmp_path):
+    # Every comparison has a runs/random-fifo-s0: the rows of two such runs read as one
+    # experiment before, while settings_frame told them apart, so the two did not join.
+    import shutil
+
+    first = _five_trials(tmp_path)
+    shutil.copytree(first.location, tmp_path / "other" / "five-max")
+    second = analysis.load_experiment(tmp_path / "other" / "five-max")
+    labels = analysis.experiment_labels([first, second])
+    assert labels[0] != labels[1]
+    trials = analysis.trials_frame([first, second])
+    assert trials["experiment"].value_counts().to_dict() == {labels[0]: 5, labels[1]: 5}
+    epochs = analysis.epochs_frame([first, second])
+    assert epochs.groupby("experiment").size().to_dict() == {
+        labels[0]: len(first.epochs), labels[1]: len(second.epochs)}
+    settings = analysis.settings_frame([first, second])
+    joined = trials.join(settings[["best_trial_id"]], on="experiment")
+    assert joined["best_trial_id"].notna().all()
+    assert first.trials["experiment"].unique().tolist() == ["five-max"]  # the loaded tables stay
+    assert analysis.trials_frame([first])["experiment"].unique().tolist() == ["five-max"]
+
+
 # --- bad input --------------------------------------------------------------------------------
 def test_what_is_not_an_experiment_is_one_clear_error(tmp_path):
     good = _five_trials(tmp_path).location
