@@ -325,7 +325,7 @@ def epochs_frame(experiments: Sequence[Experiment]) -> pd.DataFrame:
 def _labelled(frames: list[pd.DataFrame], experiments: Sequence[Experiment]) -> pd.DataFrame:
     labels = experiment_labels(experiments)
     frames = [frame if label == exp.name else frame.assign(experiment=label)
-              for frame, label, exp in zip(frames, labels, experiments)]
+              for frame, label, exp in zip(frames, labels, experiments, strict=True)]
     return pd.concat(frames, ignore_index=True, sort=False)
 
 
