@@ -13,6 +13,10 @@ AWS CLI and boto3 read them, so one environment serves every tool:
 - ``AWS_REGION`` or ``AWS_DEFAULT_REGION``; without either, AWS buckets have their region
   looked up.
 
+For Google Cloud Storage (``gs://``) the Google client's own credentials lookup applies, and
+``STORAGE_EMULATOR_HOST`` names an emulator. Its client stops retrying after
+``TUNE_PIPELINE_STORAGE_RETRY_S`` seconds (below), not pyarrow's 15 minutes.
+
 The filesystem object is handed to Tune whole, and Tune pickles it to every trial on every node,
 so workers write checkpoints to the same place with the same endpoint and region.
 """
@@ -211,10 +215,37 @@ def _filesystem_from_uri(uri: str) -> tuple[pafs.FileSystem, str]:
             return _s3_filesystem(bucket), posixpath.join(bucket, parts.path.strip("/"))
         except Exception as exc:
             raise StorageError(f"storage '{uri}' cannot be opened: {one_line(exc)}") from None
+    if parts.scheme in ("gs", "gcs"):
+        bucket = parts.netloc
+        if not bucket:
+            raise StorageError(f"storage '{uri}' names no bucket (expected gs://bucket/prefix)")
+        try:
+            return _gcs_filesystem(), posixpath.join(bucket, parts.path.strip("/"))
+        except Exception as exc:
+            raise StorageError(f"storage '{uri}' cannot be opened: {one_line(exc)}") from None
     try:
         return pafs.FileSystem.from_uri(uri)
     except Exception as exc:
         raise StorageError(f"storage '{uri}' cannot be opened: {one_line(exc)}") from None
+
+
+def _gcs_filesystem() -> pafs.GcsFileSystem:
+    """A GcsFileSystem whose client gives up after ``RETRY_ENV`` seconds.
+
+    pyarrow's default leaves the Google client retrying for 15 minutes, so without a network
+    or credentials a report or a run's start hung silently instead of saying why. Google's
+    emulator variable ``STORAGE_EMULATOR_HOST`` (fake-gcs-server, say) is honored as the
+    Google libraries honor it: that endpoint, no credentials.
+    """
+    from datetime import timedelta
+
+    limit = timedelta(seconds=max(1.0, float(os.environ.get(RETRY_ENV, "60"))))
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        ep = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+        return pafs.GcsFileSystem(anonymous=True, scheme=ep.scheme, endpoint_override=ep.netloc,
+                                  retry_time_limit=limit)
+    return pafs.GcsFileSystem(retry_time_limit=limit)
 
 
 def _s3_filesystem(bucket: str) -> pafs.S3FileSystem:

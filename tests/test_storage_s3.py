@@ -211,6 +211,24 @@ def test_unreachable_endpoint_fails_before_ray_starts(s3_server, tmp_path):
     _assert_one_line_exit_2_before_ray(proc, "s3://bucket/prefix", "127.0.0.1")
 
 
+def test_an_unreachable_google_store_is_one_line_in_seconds_not_a_silent_hang(tmp_path):
+    # pyarrow's GCS client retried for 15 minutes: `report gs://...` printed nothing for
+    # minutes, and so did a run's start. Its retries now end with TUNE_PIPELINE_STORAGE_RETRY_S.
+    # The store is Google's emulator variable aimed at a closed port here: no traffic leaves.
+    space = tiny_svm_space(tmp_path / "space.py")
+    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}",
+           "TUNE_PIPELINE_STORAGE_RETRY_S": "2"}
+    started = time.monotonic()
+    proc = run_module("pipelines.svm", "--space", space, "--dataset", "iris",
+                      "--storage", "gs://bucket/prefix", "--name", "x", env=env, timeout=120)
+    _assert_one_line_exit_2_before_ray(proc, "gs://bucket/prefix", "not writable")
+    report = run_module("pipelines.report", "gs://bucket/prefix/x", env=env, timeout=120)
+    assert report.returncode == 2, report.stdout + report.stderr
+    lines = report.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "gs://bucket/prefix/x" in lines[0]
+    assert time.monotonic() - started < 60
+
+
 @pytest.mark.ray
 def test_svm_pipeline_writes_everything_under_the_s3_prefix(s3_server, tmp_path):
     bucket = s3_server.create_bucket("results")
