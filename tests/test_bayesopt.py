@@ -1061,3 +1061,24 @@ def test_huge_finite_scores_do_not_stop_the_search(mode):
             assert 0.0 <= config["x"] <= 1.0 and 1e-3 <= config["y"] <= 1.0
             score = first[i] if i < len(first) else (config["x"] - 0.3) ** 2
             searcher.on_trial_complete(f"t{i}", {"m": sign * score})
+
+
+def test_random_init_points_never_repeat_a_config_while_another_is_left():
+    # 6 configs and 6 random init draws: a seeded stream repeats one in most seeds, and each
+    # repeat spent a trial on a score the search had (a failing one, too, ran twice).
+    space = Space(name="d", kernel=Categorical(["linear", "rbf", "poly"]),
+                  shrinking=Categorical([True, False])).validate()
+    for seed in range(20):
+        searcher = BayesOptSearcher(space, metric="m", mode="max", seed=seed, n_init=6)
+        seen = []
+        for i in range(6):
+            config = searcher.suggest(f"t{i}")
+            seen.append((config["kernel"], config["shrinking"]))
+            if i % 2:  # some end, some are still running when the next is drawn
+                searcher.on_trial_complete(f"t{i}", {"m": float(i)})
+        assert len(set(seen)) == 6, (seed, seen)
+    # Where every draw is new (any space with a continuous parameter), the stream is the
+    # space's own seeded samples, as before.
+    mixed = mixed_space()
+    searcher = BayesOptSearcher(mixed, metric="score", mode="max", seed=3, n_init=30)
+    assert drive(searcher, 30) == mixed.sample(30, seed=3)

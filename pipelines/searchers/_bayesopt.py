@@ -65,6 +65,9 @@ from search_spaces.transform import UnitTransform
 
 __all__ = ["BayesOptSearcher", "default_n_init", "warm_start_from_parquet"]
 
+# Draws a random init config that repeats a tried one is replaced by, at most.
+_REPEAT_DRAWS = 64
+
 logger = logging.getLogger(__name__)
 
 LIARS = ("worst", "mean", "best", "believer")
@@ -255,12 +258,12 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
         index, config = self._gaps.pop(0) if self._gaps else (self._next_index, None)
         in_init = self._n_warm + self._n_suggested < self._n_init
         if config is not None:  # a journal gap's own init draw (``resume``)
-            x = self._box.encode(config)
+            config, x = self._unseen_random(index, config)
             source = "random"
         elif in_init or len(self._observations) + len(self._cut) < MIN_OBSERVATIONS_FOR_MODEL:
             config = self._space.sample_one(self._rng)
-            config = self._space.finalize({**self._box.constants, **config})
-            x = self._box.encode(config)
+            config, x = self._unseen_random(
+                index, self._space.finalize({**self._box.constants, **config}))
             source = "random"
         else:
             x = self._model_suggestion()
@@ -272,6 +275,33 @@ class BayesOptSearcher(TrialOrder, PickledState, Searcher):
             self._next_index += 1
         self._pending[trial_id] = (config, x)
         return dict(config)
+
+    def _unseen_random(self, index: int, config: dict[str, Any]
+                       ) -> tuple[dict[str, Any], np.ndarray]:
+        """A random config the search has not tried yet, where the space has one left.
+
+        In a space of a few discrete configs random draws repeat (6 configs, 5 draws: more
+        often than not), and a repeat spends a trial on a known score. The seeded stream's
+        draw is kept where it is new, which it always is in a space with a continuous
+        parameter, and the stream advances once per random suggestion as before (``resume``
+        replays it so); a repeat is replaced by draws from a stream of its own, seeded by the
+        search's seed and the trial's index.
+        """
+        x = self._box.encode(config)
+        known = [u for _, u, _ in self._observations] + [u for _, u in self._pending.values()] \
+            + list(self._failed) + [u for _, u, _ in self._cut]
+        if not known:
+            return config, x
+        known_points = np.array(known)
+        if not _seen(x[None], known_points)[0]:
+            return config, x
+        rng = np.random.default_rng([self._seed % 2**63, int(index), 0x5EED])
+        for _ in range(_REPEAT_DRAWS):
+            other = self._space.finalize({**self._box.constants, **self._space.sample_one(rng)})
+            u = self._box.encode(other)
+            if not _seen(u[None], known_points)[0]:
+                return other, u
+        return config, x  # every config is tried, or nearly: a repeat it is
 
     @property
     def space(self) -> Space:
