@@ -94,7 +94,16 @@ class ResultsCallback(Callback):
         if MEMBER in result:
             self._member_result(trial, result)
             return
+        cut = trial.trial_id in getattr(self.scheduler, "stopped_early", ())
+        if cut:
+            # ASHA has just cut the trial on this report (Tune asks the scheduler before the
+            # callbacks). The report carries the decision, so a driver killed before the
+            # trial's end is journaled leaves a trial that reads as cut: --resume ends it there
+            # (``ResultsWriter.end_cut_trials``) instead of training it on past its rung.
+            result = {**result, "stopped_by": "scheduler"}
         self.writer.add_result(self._ensure_started(iteration, trials, trial), result)
+        if cut:
+            pause_point("cut")  # the reliability tests kill the driver here
 
     def _member_result(self, trial: Any, result: dict) -> None:
         position = int(result[MEMBER])

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-POINTS = ("flush", "evaluate", "member_end", "ray_start")
+POINTS = ("flush", "evaluate", "member_end", "ray_start", "cut")
 
 
 def pause_point(name: str) -> None:

@@ -514,6 +514,21 @@ class ResultsWriter:
             self._pending = [t["trial_id"] for t in ended if t["trial_id"] not in self._written]
         return len(ended)
 
+    def end_cut_trials(self) -> int:
+        """End, as stopped early, the trials whose last journaled report is the one the
+        scheduler cut them on while the driver died before their end was written (``--resume``,
+        after ``load_journal``): continued, they would train past the rung that stopped them
+        and be scored as if they had survived it. Returns how many."""
+        with self._lock:
+            cut = [t for t in self.log.unfinished()
+                   if (reports := self.log.epoch_reports(t["trial_id"]))
+                   and reports[-1].get("metrics", {}).get("stopped_by") == "scheduler"]
+        for trial in cut:
+            checkpoints = trial.get("checkpoints") or [None]
+            self.end_trial(trial["trial_id"], STATUS_STOPPED, checkpoint=checkpoints[-1],
+                           stopped_by="scheduler", at=trial.get("last_time"))
+        return len(cut)
+
     # --- views ------------------------------------------------------------------------------
     def _row(self, trial: Mapping[str, Any]) -> dict[str, Any]:
         log, tid = self.log, trial["trial_id"]

@@ -1124,6 +1124,7 @@ def run(task: Task, args: argparse.Namespace) -> int:
         # from this one.
         earlier = [d for d in (prep.previous or {}).get("locations", []) if isinstance(d, str)]
         ended = writer.load_journal(moved_from=earlier)
+        ended += writer.end_cut_trials()
         journal_log = writer.log
         prep.searcher.resume(journal_log, checkpoint_exists(storage))
         # The trials the journal holds as started and not ended: each searcher's resume()

@@ -133,14 +133,17 @@ def _comparable(trials: pd.DataFrame) -> list[tuple]:
     return [tuple(r) for r in trials.sort_values("trial_index")[cols].itertuples(index=False)]
 
 
-@pytest.mark.parametrize("point", ["before_any_trial_ends", "flush", "evaluate"])
+# "cut": right after the report ASHA cut a trial on was journaled, before the trial's end: the
+# resumed run used to continue that trial past its rung (and the searcher to learn its later
+# score), as if it had never been cut.
+@pytest.mark.parametrize("point", ["before_any_trial_ends", "flush", "evaluate", "cut"])
 def test_svm_driver_sigkill_then_resume_with_the_name_alone(point, unbroken_svm, tmp_path):
     (tmp_path / "space.py").write_text(SVM_SPACE)
     folder = tmp_path / "results" / "exp"
     journal = folder / "journal.jsonl"
     marker = tmp_path / "paused"
     env = {}
-    if point in ("flush", "evaluate"):
+    if point in ("flush", "evaluate", "cut"):
         env = {"TUNE_PIPELINE_PAUSE_AT": point, "TUNE_PIPELINE_PAUSE_FILE": str(marker)}
     proc = _start("pipelines.svm", [*_svm_args("space.py"), "--name", "exp"], tmp_path, **env)
     if point == "before_any_trial_ends":
@@ -148,6 +151,11 @@ def test_svm_driver_sigkill_then_resume_with_the_name_alone(point, unbroken_svm,
     else:
         _wait(marker.exists, proc)
     _sigkill_driver(proc)
+    if point == "cut":
+        events = _events(journal)
+        cut = [e for e in events if e["event"] == "report"][-1]
+        assert cut["metrics"]["stopped_by"] == "scheduler"
+        assert not any(e["event"] == "end" and e["trial_id"] == cut["trial_id"] for e in events)
     if point == "evaluate":
         # The user edits or moves the space file before resuming: the test score must still
         # belong to the run's own space (the one experiment.json keeps), not to the file.
