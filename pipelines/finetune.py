@@ -121,8 +121,10 @@ def _demand(args: argparse.Namespace) -> dict:
 def _checkpoint_config(args: argparse.Namespace):
     from ray import tune
 
+    from trainables.finetune import CHECKPOINT_SCORE
+
     return tune.CheckpointConfig(num_to_keep=args.keep_checkpoints,
-                                 checkpoint_score_attribute="val_accuracy",
+                                 checkpoint_score_attribute=CHECKPOINT_SCORE,
                                  checkpoint_score_order="max")
 
 

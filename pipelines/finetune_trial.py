@@ -239,13 +239,16 @@ def make_trial(
 
 
 def train_checkpoint_config(keep_checkpoints: int | None):
-    """The inner Train run's checkpoint rule: the best ``keep_checkpoints`` by ``val_accuracy``,
+    """The inner Train run's checkpoint rule: the best ``keep_checkpoints`` by ``val_accuracy``
+    (``CHECKPOINT_SCORE``: the earlier epoch first on a tie),
     as the Tuner keeps a one-worker trial's (Train also keeps the latest, to resume from).
     Without a score Train keeps the most recent ones, and the selected epoch's would go."""
     import ray.train
 
+    from trainables.finetune import CHECKPOINT_SCORE
+
     return ray.train.CheckpointConfig(num_to_keep=keep_checkpoints,
-                                      checkpoint_score_attribute="val_accuracy",
+                                      checkpoint_score_attribute=CHECKPOINT_SCORE,
                                       checkpoint_score_order="max")
 
 

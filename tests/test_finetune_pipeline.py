@@ -95,11 +95,11 @@ def test_ddp_trials_record_their_checkpoint_and_are_tested(tmp_path):
     assert (exp / "best_model.pt").is_file()
     # --keep-checkpoints 1 keeps each trial's selected epoch (by val_accuracy), and the latest.
     from pipelines.finetune_trial import train_checkpoint_config
-    from trainables.finetune import load_checkpoint_state
+    from trainables.finetune import CHECKPOINT_SCORE, load_checkpoint_state
 
     rule = train_checkpoint_config(1)
     assert (rule.num_to_keep, rule.checkpoint_score_attribute, rule.checkpoint_score_order) == \
-        (1, "val_accuracy", "max")
+        (1, CHECKPOINT_SCORE, "max")
     for trial in trials.itertuples():
         kept = {load_checkpoint_state(str(path.parent))["epoch"]
                 for path in exp.glob(f"*{trial.trial_id}*/**/state.pt")}
@@ -241,3 +241,29 @@ def test_the_shipped_space_passes_the_value_check_and_a_bad_file_is_one_line(tmp
     assert lines == [f"error: space '{space}': parameter 'optimizer': config 'optimizer' must be "
                      "one of ('adam', 'adamw'), got 'sgd'"], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.ray
+def test_keep_checkpoints_keeps_the_selected_epoch_when_val_accuracy_ties(tmp_path):
+    # A frozen backbone and a learning rate of 1e-9 change no prediction: both epochs tie on
+    # val_accuracy, and the
+    # selection rule picks the first. Ray's checkpoint manager keeps the newest of tied scores,
+    # so --keep-checkpoints 1 deleted the selected epoch's own checkpoint.
+    from trainables.finetune import load_checkpoint_state
+
+    (tmp_path / "tie.py").write_text(
+        "from search_spaces.space import Fixed, Space\n"
+        "SPACE = Space(name='tie', lr=Fixed(1e-9), freeze_epochs=Fixed(2))\n")
+    proc = run_module("pipelines.finetune", "--algo", "grid", "--space", str(tmp_path / "tie.py"),
+                      "--epochs", "2", "--keep-checkpoints", "1", "--no-baseline", "--num-cpus",
+                      "2", "--output", str(tmp_path), "--name", "tie", "--no-report")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exp = tmp_path / "tie"
+    epochs = pd.read_parquet(exp / "epochs.parquet")
+    assert epochs["val_accuracy"].nunique() == 1 and len(epochs) == 2  # the tie this is about
+    (trial,) = pd.read_parquet(exp / "trials.parquet").itertuples()
+    assert trial.best_iteration == 1
+    kept = {load_checkpoint_state(str(path.parent))["epoch"]
+            for path in exp.glob(f"*{trial.trial_id}*/**/state.pt")}
+    assert 1 in kept, kept
+    assert trial.checkpoint and load_checkpoint_state(trial.checkpoint)["epoch"] in kept
