@@ -324,8 +324,10 @@ def epochs_frame(experiments: Sequence[Experiment]) -> pd.DataFrame:
 
 def _labelled(frames: list[pd.DataFrame], experiments: Sequence[Experiment]) -> pd.DataFrame:
     labels = experiment_labels(experiments)
-    frames = [frame if label == exp.name else frame.assign(experiment=label)
-              for frame, label, exp in zip(frames, labels, experiments, strict=True)]
+    # Always the label: a copied folder's rows may name the copy while its record names the
+    # original, and the rows must join settings_frame's index either way.
+    frames = [frame.assign(experiment=label)
+              for frame, label in zip(frames, labels, strict=True)]
     return pd.concat(frames, ignore_index=True, sort=False)
 
 

@@ -509,6 +509,10 @@ def _signalled(signum: int, frame: Any) -> None:
 # Parquet files and shuts Ray down) before it is killed.
 STOP_GRACE_S = 120.0
 
+# Signals compare answers by stopping the run in progress: a closed terminal (SIGHUP) too, which
+# no longer reaches the run itself in its own session.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
 
 def _wait_for_run(argv: list[str], out: Any, env: Mapping[str, str], name: str,
                   log: str) -> int:
@@ -517,25 +521,43 @@ def _wait_for_run(argv: list[str], out: Any, env: Mapping[str, str], name: str,
     The run has a session of its own, so a terminal's Ctrl-C reaches compare alone, which
     passes it on once: the run then stops as it would on its own Ctrl-C (its trials stopped,
     its files written, status "interrupted") instead of being killed a quarter of a second
-    later, as ``subprocess.run`` does, with its Ray processes left behind. SIGTERM is passed
-    on the same way. A second Ctrl-C while it stops kills it.
+    later, as ``subprocess.run`` does, with its Ray processes left behind. SIGTERM and SIGHUP
+    are passed on as SIGTERM. A second Ctrl-C while it stops kills it and its Ray.
     """
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
-    previous = signal.signal(signal.SIGTERM, _signalled)
+    previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    proc = None
     try:
-        return proc.wait()
-    except (KeyboardInterrupt, Interrupted) as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        proc.send_signal(signum)
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, _signalled)
         try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt, Interrupted):
-            proc.kill()
-            proc.wait()
-        raise Interrupted(signum, name, log) from None
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+            return proc.wait()
+        except (KeyboardInterrupt, Interrupted) as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        try:
+            _stop(proc, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        finally:
+            # Named after this run even if another signal cut the stop short.
+            raise Interrupted(signum, name, log)  # noqa: B012
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def _stop(proc: subprocess.Popen | None, signum: int) -> None:
+    """Ask a run to stop, wait for it, and kill its whole session if it does not end."""
+    if proc is None:
+        return
+    try:
+        proc.send_signal(signum)
+        proc.wait(timeout=STOP_GRACE_S)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt, Interrupted):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def _run(args: argparse.Namespace, strategy: str, seed: int, trials: int,

@@ -68,11 +68,18 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _event_time(event: Mapping[str, Any]) -> float:
+# At one time a trial's start comes before its reports and checkpoints, and those before its
+# end: an end written later with an earlier ``at`` (``ResultsWriter.end_cut_trials``) must not
+# sort before the report it closes.
+_RANK = {"start": 0, "report": 1, "checkpoint": 1, "end": 2}
+
+
+def _event_order(event: Mapping[str, Any]) -> tuple[float, int]:
     try:
-        return float(event.get("time") or 0.0)
+        at = float(event.get("time") or 0.0)
     except (TypeError, ValueError):
-        return 0.0
+        at = 0.0
+    return at, _RANK.get(str(event.get("event")), 1)
 
 
 class Journal:
@@ -104,13 +111,13 @@ class Journal:
         A local experiment writes one file, an object-store one an object per event. An
         experiment copied from one to the other (run on a laptop, uploaded, resumed or rebuilt
         on the cluster; or back again) holds both: each in its own order, interleaved by the
-        events' times.
+        events' times (the machines' clocks are trusted to agree across the copy).
         """
         from_file = self._file_events()
         from_objects = self._object_events()
         if not (from_file and from_objects):
             return from_file or from_objects
-        return list(heapq.merge(from_file, from_objects, key=_event_time))
+        return list(heapq.merge(from_file, from_objects, key=_event_order))
 
     def _file_events(self) -> list[dict[str, Any]]:
         if self.storage.is_local:

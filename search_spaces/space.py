@@ -157,6 +157,10 @@ class Param:
     """
 
     kind = "param"
+    # Read back from an experiment's record (``Space.from_dict``), not from a space module: an
+    # experiment written before choices had to be scalars (a list Fixed value, say) still
+    # resumes and rebuilds as it did.
+    stored = False
 
     def __init__(self, *, grid: Sequence[Any] | None = None, when: Mapping[str, Any] | None = None):
         self.name = "?"  # set by Space
@@ -362,8 +366,9 @@ class Categorical(Param):
                              f"Categorical([{self.choices!r}]) or Fixed({self.choices!r}))")
         if not isinstance(self.choices, list) or not self.choices:
             raise self.error("choices must be a non-empty list")
-        for choice in self.choices:
-            _check_scalar(self, choice, "choice")
+        if not self.stored:
+            for choice in self.choices:
+                _check_scalar(self, choice, "choice")
         if len(set(map(repr, self.choices))) != len(self.choices):
             raise self.error(f"choices {self.choices!r} contain duplicates")
         super().check()
@@ -401,7 +406,8 @@ class Fixed(Param):
     def check(self) -> None:
         if self.grid_values is not None:
             raise self.error("a fixed parameter takes no grid")
-        _check_scalar(self, self.value, "value")
+        if not self.stored:
+            _check_scalar(self, self.value, "value")
 
     def check_value(self, value: Any, what: str = "value") -> None:
         if value != self.value:
@@ -660,6 +666,7 @@ class Space:
                 params[name] = Categorical(spec.pop("choices"), **spec)
             else:
                 params[name] = Fixed(spec.pop("value"), **spec)
+            params[name].stored = True
         return cls(params, name=data.get("name", "space")).validate()
 
     def describe(self) -> str:

@@ -239,10 +239,12 @@ def test_real_comparison_on_the_svm_task_agrees_with_each_runs_own_files(tmp_pat
     assert os.path.isdir(out / "runs" / "grid-fifo-s0")
 
 
-def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGHUP"])
+def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(signame, tmp_path):
     # subprocess.run killed the run 0.25 s after compare's KeyboardInterrupt: its
     # experiment.json stayed "running", its Ray processes were left behind, and the line said
-    # "--resume --name NAME", which compare does not take.
+    # "--resume --name NAME", which compare does not take. A closed terminal (SIGHUP) must
+    # stop the run too, now that the run has a session of its own.
     import signal
     import subprocess
     import sys
@@ -270,7 +272,7 @@ def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(tmp_path
         while ended() < 3 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert proc.poll() is None and ended() >= 3, proc.communicate()
-        os.kill(proc.pid, signal.SIGINT)  # compare alone, as a terminal's Ctrl-C now reaches it
+        os.kill(proc.pid, getattr(signal, signame))  # compare alone, as the terminal's now do
         _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
@@ -282,6 +284,7 @@ def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(tmp_path
     assert proc.returncode == 130, err
     lines = [line for line in err.splitlines() if line.startswith("interrupted")]
     assert len(lines) == 1 and "random-fifo-s0" in lines[0] and "new --output" in lines[0], err
+    assert ("(Ctrl-C)" if signame == "SIGINT" else "(SIGHUP)") in lines[0]
     assert "--resume --name" not in lines[0] and "Traceback" not in err
     (folder,) = [p.parent for p in out.glob("runs/*/experiment.json")]
     info = json.loads((folder / "experiment.json").read_text())

@@ -246,9 +246,8 @@ def test_the_shipped_space_passes_the_value_check_and_a_bad_file_is_one_line(tmp
 @pytest.mark.ray
 def test_keep_checkpoints_keeps_the_selected_epoch_when_val_accuracy_ties(tmp_path):
     # A frozen backbone and a learning rate of 1e-9 change no prediction: both epochs tie on
-    # val_accuracy, and the
-    # selection rule picks the first. Ray's checkpoint manager keeps the newest of tied scores,
-    # so --keep-checkpoints 1 deleted the selected epoch's own checkpoint.
+    # val_accuracy, and the selection rule picks the first. Ray's checkpoint manager keeps the
+    # newest of tied scores, so --keep-checkpoints 1 deleted the selected epoch's own checkpoint.
     from trainables.finetune import load_checkpoint_state
 
     (tmp_path / "tie.py").write_text(

@@ -37,7 +37,6 @@ def test_finished_trial_survives_a_crash_before_the_parquet_flush(tmp_path):
     assert len(pd.read_parquet(tmp_path / "exp" / "epochs.parquet")) == 1
 
 
-
 def test_a_rebuild_in_a_copied_folder_names_one_experiment_in_rows_and_metadata(tmp_path):
     import shutil
 
@@ -55,6 +54,7 @@ def test_a_rebuild_in_a_copied_folder_names_one_experiment_in_rows_and_metadata(
         table = pq.read_table(tmp_path / "copy" / name)
         meta = json.loads(table.schema.metadata[b"tune_pipeline"])
         assert table["experiment"].to_pylist() == ["copy"] and meta["experiment"] == "copy"
+
 
 def test_a_rebuild_never_writes_over_good_files_from_no_journal_or_a_bad_record(tmp_path, capsys):
     writer = _writer(tmp_path)
@@ -84,6 +84,29 @@ def test_a_rebuild_never_writes_over_good_files_from_no_journal_or_a_bad_record(
         main(["rebuild"])  # argparse's usage and error took two lines
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_a_journal_in_both_layouts_puts_an_end_after_the_report_of_the_same_time(tmp_path):
+    # Ran on a bucket (an object per event), resumed on a disk (a file): the resume's end of a
+    # trial ASHA had cut is written at the cut report's time. Sorted by time alone, the end
+    # came first and the trial lost its report.
+    from pipelines.journal import Journal
+
+    objects = tmp_path / "exp" / "journal"
+    objects.mkdir(parents=True)
+    events = [{"event": "start", "trial_id": "a", "trial_index": 0, "config": {}, "time": 1.0},
+              {"event": "report", "trial_id": "a", "iteration": 1, "metrics": {"score": 0.5},
+               "time": 2.0}]
+    for seq, event in enumerate(events, 1):
+        (objects / f"a000001-{seq:09d}.json").write_text(json.dumps(event))
+    (tmp_path / "exp" / "journal.jsonl").write_text(json.dumps(
+        {"event": "end", "trial_id": "a", "status": "stopped_early", "stopped_by": "scheduler",
+         "time": 2.0}) + "\n")
+    assert [e["event"] for e in Journal(Storage(str(tmp_path)), "exp").read()] == \
+        ["start", "report", "end"]
+    writer = _writer(tmp_path)
+    assert writer.load_journal() == 1
+    assert [r["iteration"] for r in writer.log.epoch_reports("a")] == [1]
 
 
 def test_journal_reload_keeps_finished_trials(tmp_path):

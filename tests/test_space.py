@@ -301,3 +301,16 @@ def test_an_int_choice_read_back_as_a_float_is_the_int_choice():
     assert type(row["degree"]) is int and type(row["mix"]) is int
     assert space.from_record({"kernel": "rbf", "degree": float("nan"), "mix": 1.5}) == \
         {"kernel": "rbf", "mix": 1.5}
+
+
+def test_an_experiment_stored_before_choices_had_to_be_scalars_still_reads_back():
+    # Lists survive experiment.json, and such experiments resumed and rebuilt before the rule:
+    # only a space module is held to it.
+    stored = {"name": "old", "params": {
+        "mean": {"type": "fixed", "value": [0.485, 0.456, 0.406]},
+        "hidden": {"type": "categorical", "choices": [[64], [64, 32]]}}}
+    space = Space.from_dict(stored)
+    assert space.params["mean"].value == [0.485, 0.456, 0.406]
+    assert space.to_dict()["params"] == stored["params"]
+    with pytest.raises(SpaceError, match="is a list"):
+        Space(name="new", mean=Fixed([0.485, 0.456, 0.406])).validate()
