@@ -230,6 +230,17 @@ def _extra_info(args: argparse.Namespace, data: dict) -> dict:
             "gpus_per_worker": args.gpus_per_worker, "precision": args.precision}
 
 
+def _fingerprint(args: argparse.Namespace, data: dict) -> str | None:
+    """An ImageFolder tree's digest (``folder_fingerprint``); the built-in and torchvision
+    datasets are fixed files no one edits in place."""
+    spec = data["data_spec"]
+    if spec.kind != "imagefolder" or not spec.root:
+        return None
+    from trainables.image_data import folder_fingerprint
+
+    return folder_fingerprint(spec.root)
+
+
 def _config_keys() -> frozenset[str]:
     from trainables.finetune import DEFAULTS  # no torch import (0.2 s)
 
@@ -272,6 +283,7 @@ TASK = Task(
     summary=_summary,
     needs_dashboard=lambda args: args.workers_per_trial > 1,
     extra_info=_extra_info,
+    fingerprint=_fingerprint,
     checkpoint_config=_checkpoint_config,
     demand=_demand,
     # A reused trial actor keeps torch imported and warm: ~2 s a trial here for one-process

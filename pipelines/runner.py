@@ -106,6 +106,9 @@ class Task:
     check_space: Callable[[Space], None] | None = None
     unset_means: Mapping[str, Any] = field(default_factory=dict)
     extra_info: Callable[[argparse.Namespace, Any], dict] = lambda args, data: {}
+    # A digest of the data the trials score (None: nothing a user can change in place, a
+    # built-in dataset). --resume refuses data whose digest differs from the experiment's.
+    fingerprint: Callable[[argparse.Namespace, Any], str | None] = lambda args, data: None
     checkpoint_config: Callable[[argparse.Namespace], Any] = lambda args: None
     demand: Callable[[argparse.Namespace], dict] | None = None
     # The result key that numbers a trial's reports, for the journal and ASHA: a trial resumed
@@ -130,6 +133,21 @@ class Prepared:
     warm_start: list | None = None
     flags: dict = field(default_factory=dict)
     previous: dict | None = None  # experiment.json of the experiment --resume continues
+
+
+def check_same_data(before: str | None, now: str | None, args: argparse.Namespace) -> None:
+    """Refuse (ValueError, one line) to resume on data other than the experiment's own.
+
+    Its trials so far scored one dataset; continued on an edited file, the rest would score
+    another, and the two would rank side by side as one search. An experiment from before
+    fingerprints were kept has none to compare, and goes on.
+    """
+    if before and now and before != now:
+        dataset = getattr(args, "dataset", None) or "the dataset"
+        raise ValueError(f"{dataset} is not the data experiment '{args.name}' began with (its "
+                         f"rows or split differ: fingerprint {now}, the experiment's "
+                         f"{before}); resuming would rank trials scored on two datasets as "
+                         "one search: put the original data back, or start a new experiment")
 
 
 def describe_config(config: Mapping[str, Any] | None) -> str:
@@ -1050,6 +1068,9 @@ def run(task: Task, args: argparse.Namespace) -> int:
         load_started = time.time()
         try:
             loaded["data"] = task.load(args)
+            loaded["fingerprint"] = task.fingerprint(args, loaded["data"])
+            check_same_data((prep.previous or {}).get("data_fingerprint"),
+                            loaded["fingerprint"], args)
             phases["data_load"] = time.time() - load_started
             build_searcher(task, prep)
             import pipelines.callbacks  # noqa: F401  (Ray Tune's import, off the critical path)
@@ -1110,6 +1131,8 @@ def run(task: Task, args: argparse.Namespace) -> int:
         "iteration_key": task.time_attr,
         **task.extra_info(args, data),
     }
+    if loaded.get("fingerprint"):
+        info["data_fingerprint"] = loaded["fingerprint"]
     if prep.warm_start is not None:
         info["warm_start_rows"] = prep.warm_start
     run_info = {"algorithm": args.algo, "scheduler": args.scheduler, "seed": args.seed}

@@ -129,6 +129,7 @@ TASK = Task(
     # Trials take a fraction of a second: paying one actor start per trial would dominate.
     reuse_actors=lambda args: True,
     extra_info=lambda args, data: {"data": data.describe()},
+    fingerprint=lambda args, data: data.fingerprint(),
     config_keys=_svc_params,
     demand=lambda args: {"cpu": args.cpus_per_trial},
     unset_means={"dataset": "digits"},

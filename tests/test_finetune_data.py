@@ -165,6 +165,27 @@ def test_imagefolder_skips_hidden_folders_when_it_loads(tmp_path):
     assert len(splits.train) + len(splits.val) + len(splits.test) == 12
 
 
+def test_an_imagefolder_fingerprint_follows_its_images_not_their_copy_times(tmp_path):
+    # --resume compares it: images added, removed or moved to another class change it; a
+    # copy of the tree (new modification times) and a notebook's hidden copies do not.
+    import shutil
+    import time
+
+    from trainables.image_data import folder_fingerprint
+
+    write_folder(tmp_path / "pets", classes=("cat", "dog"), per_class=4)
+    first = folder_fingerprint(tmp_path / "pets")
+    time.sleep(0.05)
+    shutil.copytree(tmp_path / "pets", tmp_path / "copy")  # new times, same images
+    assert folder_fingerprint(tmp_path / "copy") == first
+    write_folder(tmp_path / "pets" / "cat" / ".ipynb_checkpoints", classes=("x",), per_class=2)
+    assert folder_fingerprint(tmp_path / "pets") == first
+    (tmp_path / "copy" / "cat" / "0.png").rename(tmp_path / "copy" / "dog" / "moved.png")
+    assert folder_fingerprint(tmp_path / "copy") != first
+    (tmp_path / "pets" / "dog" / "1.png").unlink()
+    assert folder_fingerprint(tmp_path / "pets") not in (first, folder_fingerprint(tmp_path / "copy"))
+
+
 def test_imagefolder_of_16_bit_grey_pngs_keeps_their_levels(tmp_path):
     rng = np.random.default_rng(0)
     for label, (low, high) in {"dark": (1000, 9000), "light": (40000, 60000)}.items():

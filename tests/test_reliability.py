@@ -421,3 +421,40 @@ def test_the_line_that_says_how_to_continue_names_a_storage_that_is_not_the_defa
         "--resume --name job2 --output s3://audit/jobs"
     assert resume_flags(argparse.Namespace(name="a b", output="/tmp/my runs")) == \
         "--resume --name 'a b' --output '/tmp/my runs'"
+
+
+def test_resume_refuses_data_edited_since_the_experiment_began(tmp_path):
+    # The trials so far scored the CSV as it was; resumed on an edited file, the rest scored
+    # other rows and ranked beside them as one search. The data's digest is kept in
+    # experiment.json and compared before any trial runs.
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame
+    data = tmp_path / "iris.csv"
+    frame.to_csv(data, index=False)
+    (tmp_path / "space.py").write_text(SVM_SPACE)
+    folder = tmp_path / "results" / "exp"
+    marker = tmp_path / "paused"
+    proc = _start("pipelines.svm", [*_svm_args("space.py"), "--name", "exp", "--no-report",
+                                    "--dataset", str(data), "--target", "target"],
+                  tmp_path, TUNE_PIPELINE_PAUSE_AT="flush", TUNE_PIPELINE_PAUSE_FILE=str(marker))
+    _wait(marker.exists, proc)
+    _sigkill_driver(proc)
+    stored = json.loads((folder / "experiment.json").read_text())
+    assert len(stored["data_fingerprint"]) == 16
+    journal = (folder / "journal.jsonl").read_bytes()
+
+    frame.iloc[:-15].to_csv(data, index=False)  # the user drops some rows, then resumes
+    refused = run_module("pipelines.svm", "--resume", "--name", "exp", cwd=str(tmp_path))
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert lines[-1].startswith("error: ") and "is not the data experiment 'exp' began with" \
+        in lines[-1] and "Traceback" not in refused.stderr
+    assert (folder / "journal.jsonl").read_bytes() == journal  # nothing written
+    assert json.loads((folder / "experiment.json").read_text()) == stored
+
+    frame.to_csv(data, index=False)  # the original back: the experiment goes on
+    resumed = run_module("pipelines.svm", "--resume", "--name", "exp", cwd=str(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    _, _, info = _check_complete(folder, 6)
+    assert info["data_fingerprint"] == stored["data_fingerprint"]

@@ -20,6 +20,7 @@ Supported names:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import tempfile
@@ -331,6 +332,17 @@ def _visible_image(path: Path, root: Path) -> bool:
 
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and _visible_image(p, folder))
+
+
+def folder_fingerprint(root: str | os.PathLike) -> str:
+    """A digest of an ImageFolder tree's image files, by relative path and size: images added,
+    removed, moved between classes or rewritten to another size change it, a copy of the tree
+    (other modification times) does not. Reading every image would cost a pass over the data."""
+    folder = Path(root)
+    digest = hashlib.sha256()
+    for path in _image_files(folder):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 # The modes read as one channel, as they always were (an experiment resumed must find the

@@ -12,6 +12,7 @@ and all with ASHA's default reduction factor 3), as scikit-learn's HalvingGridSe
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -43,6 +44,19 @@ class TabularData:
     @property
     def n_classes(self) -> int:
         return int(len(np.unique(self.y_train)))
+
+    def fingerprint(self) -> str:
+        """A digest of every row and fold a trial scores (``--resume`` compares it)."""
+        digest = hashlib.sha256()
+        parts = [self.X_train, self.y_train, self.X_test, self.y_test]
+        parts += [index for fold in self.folds for index in fold]
+        for part in parts:
+            array = np.ascontiguousarray(part)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            # Text labels are Python objects: their bytes would be pointers.
+            digest.update(repr(array.tolist()).encode() if array.dtype == object
+                          else array.tobytes())
+        return digest.hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
         return {
