@@ -112,6 +112,19 @@ def test_pretraining_is_cached_and_reused(tmp_path, monkeypatch, quick_pretraini
     assert torch.equal(model.backbone[0].weight, cached["backbone.0.weight"])
 
 
+def test_a_cold_cache_leaves_the_new_head_to_the_trial_seed(tmp_path, quick_pretraining):
+    # The first trial of a fresh machine pretrains: that reseeded the global RNG and drew
+    # from it, so its head came out the same for every seed and unlike a warm-cache build's.
+    def head(seed: int, cache) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return build_model("small_cnn", 5, "pretrained", cache_dir=cache).head.weight.detach()
+
+    cold = head(5, tmp_path / "a")
+    warm = head(5, tmp_path / "a")
+    assert torch.equal(cold, warm)
+    assert not torch.equal(head(6, tmp_path / "b"), cold)  # cold again, another seed
+
+
 def test_another_recipe_is_another_cache_file(tmp_path, monkeypatch, quick_pretraining):
     first = pretrained_small_cnn(tmp_path)
     monkeypatch.setitem(image_models.PRETRAIN_SETTINGS, "seed", 1)
