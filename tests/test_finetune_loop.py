@@ -212,6 +212,28 @@ def test_resume_continues_at_the_next_epoch_and_matches_an_unbroken_run(specs):
                 assert got["lr"] == pytest.approx(want["lr"])
 
 
+def test_resume_continues_the_random_streams_of_a_model_with_dropout():
+    # small_cnn has no dropout; mobilenet_v3_small's classifier does. Its masks draw from the
+    # global RNG, which the checkpoint did not keep: a resumed run reseeded it and built the
+    # model, so its epochs after the resume trained with other masks than an unbroken run's.
+    data = resolve_dataset("digits-transfer", train_limit=64)
+    model = resolve_model("mobilenet_v3_small", "none", data)
+    config = {"batch_size": 32, "patience": 0, "lr": 1e-3, "seed": 2, "freeze_epochs": 0}
+    with LocalSession() as unbroken, CrashingSession(after=1) as crashed:
+        train_loop(dict(config), data, model, 2, unbroken)
+        with pytest.raises(_Crash):
+            train_loop(dict(config), data, model, 2, crashed)
+        with LocalSession(resume_from=crashed.latest_checkpoint) as resumed:
+            train_loop(dict(config), data, model, 2, resumed)
+            (got,) = resumed.metrics
+            want = unbroken.metrics[1]
+            assert got["epoch"] == want["epoch"] == 2
+            # Other masks moved the losses by about 1e-3 (relative); the same masks leave only
+            # what float arithmetic may leave.
+            assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-6)
+            assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-6)
+
+
 def test_same_seed_same_run_other_seed_other_run(specs):
     with run(specs, 1, seed=5) as a, run(specs, 1, seed=5) as b, run(specs, 1, seed=6) as c:
         assert a.metrics[0]["val_loss"] == b.metrics[0]["val_loss"]

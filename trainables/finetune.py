@@ -12,7 +12,9 @@ Config keys (the ``adam_finetune`` space's parameters; absent keys take ``DEFAUL
   ``batch_size``;
 - ``warmup_epochs`` (or ``warmup_steps``): linear warm-up from lr/warmup_steps to lr, per step;
 - ``schedule``: ``none`` | ``step`` (``step_size`` epochs, ``gamma_step``) | ``exponential``
-  (``gamma_exp`` per epoch) | ``cosine`` (to ``min_lr_ratio`` x lr at the last step); the
+  (``gamma_exp`` per epoch) | ``cosine`` (from lr toward ``min_lr_ratio`` x lr, which it
+  reaches one step after the last, as PyTorch's ``CosineAnnealingLR`` with ``T_max`` the
+  steps after the warm-up: 3 epochs of 4 steps end at 0.115 x lr with a floor of 0.1); the
   schedule starts after the warm-up;
 - ``clip_norm``: clip the global gradient norm (None or 0: no clipping);
 - ``freeze_epochs``: the backbone is frozen (weights and batch-norm statistics) for the first k
@@ -22,10 +24,12 @@ Config keys (the ``adam_finetune`` space's parameters; absent keys take ``DEFAUL
 
 One selection rule: a trial's selected epoch is the one with the highest ``val_accuracy`` (the
 searched metric; the earliest on a tie). Its weights are the checkpoint's ``best_model``, which
-the final test scores; the ``best_*`` metrics describe it; Tune keeps checkpoints by
-``val_accuracy``; the results rank trials by it. Patience watches ``val_loss`` (a smoother
+the final test scores; the ``best_*`` metrics describe it; Tune keeps checkpoints by it
+(``checkpoint_score``: ``val_accuracy``, the earlier epoch first on a tie); the results rank
+trials by it. Patience watches ``val_loss`` (a smoother
 signal for stopping), but only decides when to stop, never which weights are kept.
-- ``seed``: model init and data order; the same seed gives the same run, resumed or not.
+- ``seed``: model init, data order and dropout; the same seed gives the same run, resumed or
+  not (a checkpoint keeps the random streams' state).
 
 Every epoch reports ``epoch`` (1-based), ``train_loss``, ``train_accuracy``, ``val_loss``,
 ``val_accuracy``, ``lr`` (the head's learning rate at the epoch's last step), ``backbone_lr``
@@ -180,7 +184,9 @@ def lr_factor(
 
     Linear warm-up for ``warmup_steps`` steps (reaching 1 at the last warm-up step), then the
     schedule, whose clock starts at the end of the warm-up: ``step`` and ``exponential`` change
-    the rate at epoch boundaries, ``cosine`` every step.
+    the rate every ``steps_per_epoch`` steps counted from there (at epoch boundaries when the
+    warm-up is whole epochs, as ``warmup_epochs`` makes it; ``warmup_steps=3`` with 4 steps an
+    epoch changes it at step 7), ``cosine`` every step.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -311,6 +317,20 @@ def evaluate_split(model, dataset, device, batch_size: int = 512,
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
+def _rng_state(torch, device) -> dict:
+    """The random streams a resumed run must continue: the CPU's, and the GPU's it trains on."""
+    state = {"cpu": torch.get_rng_state()}
+    if getattr(device, "type", None) == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(torch, state: dict, device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and getattr(device, "type", None) == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def load_checkpoint_state(checkpoint_dir: str) -> dict[str, Any]:
     """The dict a checkpoint directory holds (model, optimizer, scheduler, epoch, best state)."""
     import torch
@@ -423,9 +443,11 @@ def train_loop(
     watch = {"val_loss": math.inf, "bad_epochs": 0}
     best_model: dict | None = None
     start_epoch = 1
+    rng_state = None
     resume_dir = session.get_checkpoint_dir()
     if resume_dir:
         state = load_checkpoint_state(resume_dir)
+        rng_state = state.get("rng")
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -440,6 +462,11 @@ def train_loop(
             return {}
     model = session.prepare_model(raw_model)
     loader = session.prepare_loader(loader)
+    if rng_state is not None:
+        # Where the checkpointed epoch left the random streams (dropout's masks draw from
+        # them), once building the model and its wrappers has drawn what it draws: the epochs
+        # after a resume then see the masks an unbroken run would have.
+        _set_rng_state(torch, rng_state, device)
     setup_seconds = time.perf_counter() - setup_start
 
     clip = float(cfg["clip_norm"]) if cfg["clip_norm"] else None
@@ -567,6 +594,7 @@ def train_loop(
                 "watch": dict(watch),
                 "best_model": best_model,
                 "early_stopped": stop,
+                "rng": _rng_state(torch, device),
                 "config": {
                     k: v
                     for k, v in cfg.items()
