@@ -165,6 +165,15 @@ def test_imagefolder_skips_hidden_folders_when_it_loads(tmp_path):
     assert len(splits.train) + len(splits.val) + len(splits.test) == 12
 
 
+@pytest.mark.parametrize("split_seed", [177, 194])
+def test_train_fraction_keeps_a_row_of_every_class(split_seed):
+    # 0.5 % of digits-transfer's training rows is 5 rows for 5 classes; the interleaved
+    # stratification left a class out on these seeds ([1, 1, 1, 0, 2] rows per class).
+    spec = resolve_dataset("digits-transfer", train_fraction=0.005, split_seed=split_seed)
+    labels = load_dataset(spec).train.labels
+    assert len(labels) == 5 and sorted(set(labels.tolist())) == [0, 1, 2, 3, 4]
+
+
 def test_an_imagefolder_fingerprint_follows_its_images_not_their_copy_times(tmp_path):
     # --resume compares it: images added, removed or moved to another class change it; a
     # copy of the tree (new modification times) and a notebook's hidden copies do not.

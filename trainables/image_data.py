@@ -519,9 +519,22 @@ def _split_keeping_test(labels: np.ndarray, val_fraction: float, test_fraction: 
 
 
 def _stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    fraction = n / len(labels)
-    _, keep = _stratified_split(labels, (fraction,), seed + 1)
-    return keep[:n]
+    """``n`` rows, stratified: the first ``n`` of ``_stratified_order``, where every class
+    keeps at least one row whenever ``n`` allows. The interleaved keys alone do not promise
+    that (classes of other sizes can share the first ranks), so a class left out takes the
+    place of the last row chosen from the class with the most."""
+    order = _stratified_order(labels, seed + 1)
+    chosen = list(order[:n])
+    classes = np.unique(labels)
+    if n >= len(classes):
+        for label in classes:
+            if any(labels[i] == label for i in chosen):
+                continue
+            counts = {c: sum(labels[i] == c for i in chosen) for c in classes}
+            most = max(classes, key=lambda c: counts[c])
+            place = max(k for k, i in enumerate(chosen) if labels[i] == most)
+            chosen[place] = next(i for i in order[n:] if labels[i] == label)
+    return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
