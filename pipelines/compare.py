@@ -494,11 +494,12 @@ def run_argv(args: argparse.Namespace, strategy: str, *, seed: int, trials: int,
 
 
 class Interrupted(Exception):
-    """compare was stopped (Ctrl-C, SIGTERM) while a run was in progress."""
+    """compare was stopped (Ctrl-C, SIGTERM, SIGHUP) while a run was in progress; ``killed``:
+    the run did not stop by itself (a second Ctrl-C, or not within ``STOP_GRACE_S``)."""
 
-    def __init__(self, signum: int, name: str, log: str):
+    def __init__(self, signum: int, name: str, log: str, killed: bool = False):
         super().__init__(name)
-        self.signum, self.name, self.log = signum, name, log
+        self.signum, self.name, self.log, self.killed = signum, name, log, killed
 
 
 def _signalled(signum: int, frame: Any) -> None:
@@ -522,13 +523,15 @@ def _wait_for_run(argv: list[str], out: Any, env: Mapping[str, str], name: str,
     passes it on once: the run then stops as it would on its own Ctrl-C (its trials stopped,
     its files written, status "interrupted") instead of being killed a quarter of a second
     later, as ``subprocess.run`` does, with its Ray processes left behind. SIGTERM and SIGHUP
-    are passed on as SIGTERM. A second Ctrl-C while it stops kills it and its Ray.
+    are passed on as SIGTERM, unless compare ignores them (``nohup`` ignores SIGHUP: a closed
+    terminal then stops neither). A second Ctrl-C while it stops kills it and its Ray.
     """
     previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
     proc = None
     try:
-        for signum in _STOP_SIGNALS:
-            signal.signal(signum, _signalled)
+        for signum, handler in previous.items():
+            if handler is not signal.SIG_IGN:
+                signal.signal(signum, _signalled)
         try:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
@@ -536,28 +539,38 @@ def _wait_for_run(argv: list[str], out: Any, env: Mapping[str, str], name: str,
         except (KeyboardInterrupt, Interrupted) as exc:
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         try:
-            _stop(proc, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
-        finally:
-            # Named after this run even if another signal cut the stop short.
-            raise Interrupted(signum, name, log)  # noqa: B012
+            killed = _stop(proc, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        except (KeyboardInterrupt, Interrupted):  # another signal while it stopped
+            _kill(proc)
+            killed = True
+        raise Interrupted(signum, name, log, killed=killed)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
-def _stop(proc: subprocess.Popen | None, signum: int) -> None:
-    """Ask a run to stop, wait for it, and kill its whole session if it does not end."""
+def _stop(proc: subprocess.Popen | None, signum: int) -> bool:
+    """Ask a run to stop and wait for it; kill its whole session if it does not end in time or
+    another Ctrl-C comes. Returns whether it was killed."""
     if proc is None:
-        return
+        return False
     try:
         proc.send_signal(signum)
         proc.wait(timeout=STOP_GRACE_S)
+        return False
     except (subprocess.TimeoutExpired, KeyboardInterrupt, Interrupted):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        _kill(proc)
+        return True
+
+
+def _kill(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _run(args: argparse.Namespace, strategy: str, seed: int, trials: int,
@@ -641,9 +654,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Interrupted as stop:
                 how = "Ctrl-C" if stop.signum == signal.SIGINT else \
                     signal.Signals(stop.signum).name
-                print(f"interrupted  ({how}) during {stop.name}, which stopped and kept what it "
-                      f"had written (its output: {stop.log}); compare has no --resume: run it "
-                      "again with a new --output", file=sys.stderr, flush=True)
+                what = ("was killed (it had not stopped); its journal keeps what it wrote"
+                        if stop.killed else "stopped and kept what it had written")
+                print(f"interrupted  ({how}) during {stop.name}, which {what} (its output: "
+                      f"{stop.log}); compare has no --resume: run it again with a new --output",
+                      file=sys.stderr, flush=True)
                 return 130
             row = {"strategy": strategy, "algorithm": algo, "scheduler": scheduler, "seed": seed,
                    **run_row(exp, unit, budget), "attempts": attempt,

@@ -231,14 +231,14 @@ def _extra_info(args: argparse.Namespace, data: dict) -> dict:
 
 
 def _fingerprint(args: argparse.Namespace, data: dict) -> str | None:
-    """An ImageFolder tree's digest (``folder_fingerprint``); the built-in and torchvision
-    datasets are fixed files no one edits in place."""
-    spec = data["data_spec"]
-    if spec.kind != "imagefolder" or not spec.root:
-        return None
-    from trainables.image_data import folder_fingerprint
+    """The version of the rules that pick the rows (``SPLIT_VERSION``), and an ImageFolder
+    tree's digest (``folder_fingerprint``); the built-in and torchvision datasets are fixed
+    files no one edits in place."""
+    from trainables.image_data import SPLIT_VERSION, folder_fingerprint
 
-    return folder_fingerprint(spec.root)
+    spec = data["data_spec"]
+    tree = folder_fingerprint(spec.root) if spec.kind == "imagefolder" and spec.root else ""
+    return f"split{SPLIT_VERSION}-{tree}" if tree else f"split{SPLIT_VERSION}"
 
 
 def _config_keys() -> frozenset[str]:

@@ -146,8 +146,9 @@ def check_same_data(before: str | None, now: str | None, args: argparse.Namespac
         dataset = getattr(args, "dataset", None) or "the dataset"
         raise ValueError(f"{dataset} is not the data experiment '{args.name}' began with (its "
                          f"rows or split differ: fingerprint {now}, the experiment's "
-                         f"{before}); resuming would rank trials scored on two datasets as "
-                         "one search: put the original data back, or start a new experiment")
+                         f"{before}; a package upgrade can change a split too); resuming "
+                         "would rank trials scored on two datasets as one search: put the "
+                         "original data back, or start a new experiment")
 
 
 def describe_config(config: Mapping[str, Any] | None) -> str:

@@ -239,7 +239,7 @@ def test_real_comparison_on_the_svm_task_agrees_with_each_runs_own_files(tmp_pat
     assert os.path.isdir(out / "runs" / "grid-fifo-s0")
 
 
-@pytest.mark.parametrize("signame", ["SIGINT", "SIGHUP"])
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGHUP", "SIGHUP under nohup"])
 def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(signame, tmp_path):
     # subprocess.run killed the run 0.25 s after compare's KeyboardInterrupt: its
     # experiment.json stayed "running", its Ray processes were left behind, and the line said
@@ -256,8 +256,9 @@ def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(signame,
     out = tmp_path / "cmp"
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("RAY_ADDRESS", None)
+    nohup = ["nohup"] if signame.endswith("nohup") else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.compare", "--task", "svm", "--strategies", "random-fifo",
+        [*nohup, sys.executable, "-m", "pipelines.compare", "--task", "svm", "--strategies", "random-fifo",
          "--seeds", "1", "--budget", str(3000 * 240), "--space", space, "--dataset", "iris",
          "--num-cpus", "2", "--output", str(out)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -272,6 +273,13 @@ def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(signame,
         while ended() < 3 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert proc.poll() is None and ended() >= 3, proc.communicate()
+        if nohup:
+            # A closed terminal under nohup stops nothing, as before the run had its own
+            # session; Ctrl-C still does.
+            os.kill(proc.pid, signal.SIGHUP)
+            time.sleep(3)
+            assert proc.poll() is None and ended() >= 3
+            signame = "SIGINT"
         os.kill(proc.pid, getattr(signal, signame))  # compare alone, as the terminal's now do
         _, err = proc.communicate(timeout=180)
     finally:

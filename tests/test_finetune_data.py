@@ -193,6 +193,11 @@ def test_an_imagefolder_fingerprint_follows_its_images_not_their_copy_times(tmp_
     assert folder_fingerprint(tmp_path / "copy") != first
     (tmp_path / "pets" / "dog" / "1.png").unlink()
     assert folder_fingerprint(tmp_path / "pets") not in (first, folder_fingerprint(tmp_path / "copy"))
+    # Class folders linked in from elsewhere are read by the loader, so they count.
+    (tmp_path / "linked").mkdir()
+    for name in ("cat", "dog"):
+        (tmp_path / "linked" / name).symlink_to(tmp_path / "pets" / name)
+    assert folder_fingerprint(tmp_path / "linked") == folder_fingerprint(tmp_path / "pets")
 
 
 def test_imagefolder_of_16_bit_grey_pngs_keeps_their_levels(tmp_path):

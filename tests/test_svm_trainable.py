@@ -241,3 +241,24 @@ def test_the_default_check_vouches_without_importing_scikit_learn(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_data_fingerprint_follows_values_not_the_dtypes_they_were_read_as(digits):
+    # --resume compares it: the same rows read as int32 fold indices (Windows, numpy < 2),
+    # labels as objects (an older pandas' nullable ints) or float32 features give the same
+    # digest; one changed value, one row less or another split does not.
+    import dataclasses
+
+    base = digits.fingerprint()
+    retyped = dataclasses.replace(
+        digits, X_train=digits.X_train.astype(np.float32).astype(np.float64),
+        y_train=digits.y_train.astype(object), y_test=digits.y_test.astype(np.int32),
+        folds=[(a.astype(np.int32), b.astype(np.int32)) for a, b in digits.folds])
+    assert retyped.fingerprint() == base
+    edited = digits.X_train.copy()
+    edited[0, 0] += 1.0
+    assert dataclasses.replace(digits, X_train=edited).fingerprint() != base
+    assert dataclasses.replace(digits, X_test=digits.X_test[1:],
+                               y_test=digits.y_test[1:]).fingerprint() != base
+    swapped = [(b, a) for a, b in digits.folds]
+    assert dataclasses.replace(digits, folds=swapped).fingerprint() != base

@@ -334,14 +334,30 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and _visible_image(p, folder))
 
 
+# The version of the rules that pick a dataset's rows (the splits, ``train_fraction``,
+# ``train_limit``): part of a fine-tuning experiment's fingerprint, so an experiment resumed
+# after they change is refused rather than trained on other rows. 2: ``_stratified_subset``
+# keeps a row of every class.
+SPLIT_VERSION = 2
+
+
 def folder_fingerprint(root: str | os.PathLike) -> str:
     """A digest of an ImageFolder tree's image files, by relative path and size: images added,
     removed, moved between classes or rewritten to another size change it, a copy of the tree
-    (other modification times) does not. Reading every image would cost a pass over the data."""
-    folder = Path(root)
+    (other modification times) does not. Reading every image would cost a pass over the data.
+    Symlinked folders are followed, as the loader follows them."""
+    folder = str(root)
     digest = hashlib.sha256()
-    for path in _image_files(folder):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\n".encode())
+    found = []
+    for parent, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = os.path.join(parent, name)
+            if not name.startswith(".") and Path(name).suffix.lower() in _IMAGE_EXTENSIONS:
+                found.append((Path(os.path.relpath(path, folder)).as_posix(),
+                              os.stat(path).st_size))
+    for relative, size in sorted(found):
+        digest.update(f"{relative}\0{size}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -524,17 +540,18 @@ def _stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     that (classes of other sizes can share the first ranks), so a class left out takes the
     place of the last row chosen from the class with the most."""
     order = _stratified_order(labels, seed + 1)
-    chosen = list(order[:n])
-    classes = np.unique(labels)
+    chosen = np.array(order[:n], dtype=np.int64)
+    classes, codes = np.unique(labels, return_inverse=True)
     if n >= len(classes):
-        for label in classes:
-            if any(labels[i] == label for i in chosen):
-                continue
-            counts = {c: sum(labels[i] == c for i in chosen) for c in classes}
-            most = max(classes, key=lambda c: counts[c])
-            place = max(k for k, i in enumerate(chosen) if labels[i] == most)
-            chosen[place] = next(i for i in order[n:] if labels[i] == label)
-    return np.sort(np.asarray(chosen, dtype=np.int64))
+        counts = np.bincount(codes[chosen], minlength=len(classes))
+        for missing in np.flatnonzero(counts == 0):
+            most = int(np.argmax(counts))
+            place = np.flatnonzero(codes[chosen] == most)[-1]
+            rest = order[n:]
+            chosen[place] = rest[np.flatnonzero(codes[rest] == missing)[0]]
+            counts[most] -= 1
+            counts[missing] += 1
+    return np.sort(chosen)
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:

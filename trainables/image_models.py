@@ -546,7 +546,9 @@ def _pretrain_loop(settings, torch, F, nn, InputAdapter, SmallCNN, FineTuneModel
     from trainables.image_data import load_digits_images
 
     generator = torch.Generator().manual_seed(settings["seed"])
-    torch.manual_seed(settings["seed"])
+    # The CPU's generator alone (pretraining runs on the CPU): torch.manual_seed would reseed
+    # every GPU's too, which the caller's fork_rng does not put back.
+    torch.random.default_generator.manual_seed(settings["seed"])
     images, labels = load_digits_images(tuple(settings["classes"]))
     x = torch.from_numpy(images).float() / 255.0
     x = (x - x.mean()) / x.std()

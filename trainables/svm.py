@@ -46,16 +46,28 @@ class TabularData:
         return int(len(np.unique(self.y_train)))
 
     def fingerprint(self) -> str:
-        """A digest of every row and fold a trial scores (``--resume`` compares it)."""
+        """A digest of every row and fold a trial scores (``--resume`` compares it).
+
+        Each part in one canonical form, so the same values give the same digest whatever
+        dtype a platform or a pandas version reads them as: features as float64, labels as
+        their classes' text plus codes, fold indices as int64.
+        """
         digest = hashlib.sha256()
-        parts = [self.X_train, self.y_train, self.X_test, self.y_test]
-        parts += [index for fold in self.folds for index in fold]
-        for part in parts:
-            array = np.ascontiguousarray(part)
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            # Text labels are Python objects: their bytes would be pointers.
-            digest.update(repr(array.tolist()).encode() if array.dtype == object
-                          else array.tobytes())
+
+        def add(array: np.ndarray) -> None:
+            digest.update(f"{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+
+        labels = np.concatenate([np.asarray(self.y_train, dtype=object),
+                                 np.asarray(self.y_test, dtype=object)])
+        classes, codes = np.unique(np.asarray([str(v) for v in labels]), return_inverse=True)
+        digest.update("\x1f".join(classes.tolist()).encode())
+        add(codes.astype(np.int64))
+        for features in (self.X_train, self.X_test):
+            add(np.asarray(features, dtype=np.float64))
+        for fold in self.folds:
+            for index in fold:
+                add(np.asarray(index, dtype=np.int64))
         return digest.hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
