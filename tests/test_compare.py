@@ -239,6 +239,15 @@ def test_real_comparison_on_the_svm_task_agrees_with_each_runs_own_files(tmp_pat
     assert os.path.isdir(out / "runs" / "grid-fifo-s0")
 
 
+def _default_signals() -> None:
+    """As from a terminal: a test run itself under nohup or in the background of a script
+    inherits SIGHUP or SIGINT ignored, which compare rightly keeps ignoring."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGHUP", "SIGHUP under nohup"])
 def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(signame, tmp_path):
     # subprocess.run killed the run 0.25 s after compare's KeyboardInterrupt: its
@@ -262,7 +271,7 @@ def test_ctrl_c_stops_the_run_in_progress_cleanly_and_says_what_is_kept(signame,
          "--seeds", "1", "--budget", str(3000 * 240), "--space", space, "--dataset", "iris",
          "--num-cpus", "2", "--output", str(out)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True, preexec_fn=_default_signals)
 
     def ended() -> int:
         return sum(path.read_text().count('"event":"end"')
