@@ -331,7 +331,13 @@ def _visible_image(path: Path, root: Path) -> bool:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and _visible_image(p, folder))
+    """Every visible image below ``folder``, sorted; symlinked folders are followed, as the
+    loader (torchvision's ``os.walk(followlinks=True)``) follows them."""
+    found = []
+    for parent, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # nothing below is visible
+        found += [path for name in files if _visible_image(path := Path(parent) / name, folder)]
+    return sorted(found)
 
 
 # The version of the rules that pick a dataset's rows (the splits, ``train_fraction``,
@@ -346,17 +352,11 @@ def folder_fingerprint(root: str | os.PathLike) -> str:
     removed, moved between classes or rewritten to another size change it, a copy of the tree
     (other modification times) does not. Reading every image would cost a pass over the data.
     Symlinked folders are followed, as the loader follows them."""
-    folder = str(root)
+    folder = Path(root)
     digest = hashlib.sha256()
-    found = []
-    for parent, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            path = os.path.join(parent, name)
-            if not name.startswith(".") and Path(name).suffix.lower() in _IMAGE_EXTENSIONS:
-                found.append((Path(os.path.relpath(path, folder)).as_posix(),
-                              os.stat(path).st_size))
-    for relative, size in sorted(found):
+    found = sorted((path.relative_to(folder).as_posix(), path.stat().st_size)
+                   for path in _image_files(folder))
+    for relative, size in found:
         digest.update(f"{relative}\0{size}\n".encode())
     return digest.hexdigest()[:16]
 
