@@ -48,8 +48,12 @@ class StorageUnavailable(OSError):
 RETRY_ENV = "TUNE_PIPELINE_STORAGE_RETRY_S"
 
 
+def _retry_seconds() -> float:
+    return float(os.environ.get(RETRY_ENV, "60"))
+
+
 def _with_retries(action, what: str):
-    budget = float(os.environ.get(RETRY_ENV, "60"))
+    budget = _retry_seconds()
     deadline = time.monotonic() + budget
     delay = 0.25
     while True:
@@ -239,7 +243,7 @@ def _gcs_filesystem() -> pafs.GcsFileSystem:
     """
     from datetime import timedelta
 
-    limit = timedelta(seconds=max(1.0, float(os.environ.get(RETRY_ENV, "60"))))
+    limit = timedelta(seconds=max(1.0, _retry_seconds()))
     emulator = os.environ.get("STORAGE_EMULATOR_HOST")
     if emulator:
         ep = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
