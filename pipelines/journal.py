@@ -120,16 +120,9 @@ class Journal:
         return list(heapq.merge(from_file, from_objects, key=_event_order))
 
     def _file_events(self) -> list[dict[str, Any]]:
-        if self.storage.is_local:
-            path = self.storage.path(self.experiment, JOURNAL_FILE)
-            if not os.path.exists(path):
-                return []
-            with open(path, "rb") as f:
-                data = f.read()
-        else:
-            if not self.storage.exists(self.experiment, JOURNAL_FILE):
-                return []
-            data = self.storage.read_bytes(f"{self.experiment}/{JOURNAL_FILE}")
+        if not self.storage.exists(self.experiment, JOURNAL_FILE):
+            return []
+        data = self.storage.read_bytes(f"{self.experiment}/{JOURNAL_FILE}")
         lines = data.split(b"\n")
         # The last piece is empty after a complete line, or a torn line after a hard kill.
         return [event for line in lines[:-1] if (event := _parse(line)) is not None]
