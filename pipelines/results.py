@@ -66,7 +66,7 @@ from pipelines.journal import (
     start_event,
 )
 from pipelines.storage import Storage, StorageError, one_line
-from search_spaces.space import Categorical, Fixed, Float, Int, Space, SpaceError
+from search_spaces.space import Categorical, Fixed, Float, Int, Space
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"tune_pipeline"
@@ -831,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SchemaVersionError, NoJournal) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, TypeError, SpaceError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:  # a SpaceError is a ValueError
         # experiment.json cut short or edited by hand: the record the Parquet files are typed by
         print(f"error: '{storage.uri_of(name, EXPERIMENT_FILE)}' is not a readable experiment "
               f"record ({type(exc).__name__}: {one_line(exc)}); the Parquet files are left as "
